@@ -1,0 +1,258 @@
+"""The ``syncd`` command line: run, inspect and reset syncs by hand.
+
+Exit codes: 0 done, 1 the sync failed, 2 usage, 75 already running elsewhere,
+78 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from syncd import logs, pg
+from syncd.config import Config, load_config
+from syncd.demo import DEMO_SYNC, create_demo_source
+from syncd.embedded import embedded_postgres
+from syncd.engine import Engine, RunRequest
+from syncd.errors import ConfigError, SyncdError
+from syncd.identifiers import TableName
+from syncd.progress import TerminalProgress
+from syncd.redact import redact, scrub
+from syncd.state import StateStore
+from syncd.status import collect_status
+
+EXIT_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep a PostgreSQL table in step with an Oracle or PostgreSQL one.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $SYNCD_CONFIG, else ./config.yaml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="run one sync to the end now")
+    sync.add_argument("name", nargs="?", help="the sync (default: default_sync)")
+    sync.add_argument("--batch-size", type=_positive_int, metavar="N")
+    sync.add_argument(
+        "--full-refresh", action="store_true", help="re-read from the start, keeping the counters"
+    )
+
+    status = commands.add_parser("status", help="show where each sync stands")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    reset = commands.add_parser("reset", help="start a sync over; the target's rows stay")
+    reset.add_argument("name")
+
+    commands.add_parser("check-config", help="validate the config and reach every database")
+
+    demo = commands.add_parser("demo", help="make a demo source table and sync it")
+    demo.add_argument("--rows", type=_positive_int, default=10_000, metavar="N")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, found {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    path = args.config or Path(os.environ.get("SYNCD_CONFIG", "config.yaml"))
+    secrets: list[str] = []
+    try:
+        config = load_config(path)
+        secrets = config.secrets()
+        interactive = args.command in ("sync", "demo") and sys.stderr.isatty()
+        if interactive:
+            logs.configure("warning", "console", secrets=secrets, stream=sys.stderr)
+        else:
+            logs.configure(config.logging.level, config.logging.format, secrets=secrets)
+        command = COMMANDS[args.command]
+        code = asyncio.run(command(config, args))
+    except SyncdError as exc:
+        print(f"syncd: {scrub(str(exc), secrets)}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+async def _sync(config: Config, args: argparse.Namespace) -> int:
+    name, _ = config.sync(args.name)
+    request = RunRequest(
+        sync_name=name, trigger="cli", batch_size=args.batch_size, full_refresh=args.full_refresh
+    )
+    return await _run_with_progress(config, request)
+
+
+async def _run_with_progress(config: Config, request: RunRequest) -> int:
+    progress = TerminalProgress() if sys.stderr.isatty() else None
+    try:
+        result = await Engine(config, observer=progress).run(request)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(
+        f"{result.sync_name}: {result.status}: {result.rows_read} rows read,"
+        f" {result.rows_written} written, {result.rows_unchanged} unchanged"
+        f" in {result.batches} batches (run {result.run_id})",
+        file=sys.stderr,
+    )
+    return 0 if result.status == "succeeded" else EXIT_FAILED
+
+
+async def _status(config: Config, args: argparse.Namespace) -> int:
+    names = [config.sync(args.name)[0]] if args.name else list(config.syncs)
+    store = StateStore(config.target.state_schema)
+    conn = await pg.connect(config.target.dsn, config.target.secret())
+    try:
+        await store.migrate(conn)
+        statuses = [await collect_status(conn, store, n, config.syncs[n]) for n in names]
+    finally:
+        await conn.close()
+    if args.json:
+        payload = [s.as_json() for s in statuses]
+        print(json.dumps(payload[0] if args.name else payload, indent=2))
+        return 0
+    header = ("sync", "state", "offset", "synced", "in target", "last sync", "last error")
+    rows = [
+        (
+            s.sync_name,
+            "running" if s.running else "complete" if s.is_complete else "idle",
+            str(s.current_offset),
+            str(s.total_synced),
+            "-" if s.total_in_db is None else str(s.total_in_db),
+            s.last_sync_at.strftime("%Y-%m-%d %H:%M:%S%z") if s.last_sync_at else "never",
+            (s.last_error or "").splitlines()[0][:60] if s.last_error else "",
+        )
+        for s in statuses
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+async def _reset(config: Config, args: argparse.Namespace) -> int:
+    name, _ = config.sync(args.name)
+    store = StateStore(config.target.state_schema)
+    conn = await pg.connect(config.target.dsn, config.target.secret())
+    try:
+        await store.migrate(conn)
+        await store.reset(conn, name)
+    finally:
+        await conn.close()
+    print(f"sync state reset for {name!r}; the target table was not touched")
+    return 0
+
+
+async def _check_config(config: Config, args: argparse.Namespace) -> int:
+    print(f"config: ok ({len(config.sources)} sources, {len(config.syncs)} syncs)")
+    failures = 0
+    checks = [("target", config.target.dsn, config.target.secret(), "postgres")]
+    checks += [(f"source {name}", s.dsn, s.secret(), s.kind) for name, s in config.sources.items()]
+    for label, dsn, password, kind in checks:
+        try:
+            if kind != "postgres":
+                raise SyncdError(f"kind: {kind} sources are not supported by this build yet")
+            conn = await pg.connect(dsn, password)
+            try:
+                version = await conn.fetchval("SHOW server_version")
+            finally:
+                await conn.close()
+            print(f"{label}: ok ({redact(dsn)}, PostgreSQL {version})")
+        except (SyncdError, OSError, asyncpg.PostgresError) as exc:
+            failures += 1
+            print(f"{label}: FAILED ({redact(dsn)}): {scrub(str(exc), config.secrets())}")
+    return EXIT_FAILED if failures else 0
+
+
+async def _demo(config: Config, args: argparse.Namespace) -> int:
+    if DEMO_SYNC not in config.syncs:
+        raise ConfigError(f"the config has no sync named {DEMO_SYNC!r} for the demo")
+    try:
+        probe = await pg.connect(config.target.dsn, config.target.secret(), connect_timeout=3)
+    except OSError:
+        data_dir = _demo_data_dir()
+        print(
+            f"demo: no PostgreSQL at {redact(config.target.dsn)};"
+            f" starting an embedded one in {data_dir}",
+            file=sys.stderr,
+        )
+        async with embedded_postgres(data_dir) as dsn:
+            return await _demo_on(_pointed_at(config, dsn), args)
+    await probe.close()
+    return await _demo_on(config, args)
+
+
+def _demo_data_dir() -> Path:
+    if "SYNCD_DEMO_DATA_DIR" in os.environ:
+        return Path(os.environ["SYNCD_DEMO_DATA_DIR"])
+    if os.geteuid() == 0:
+        # The server runs as an unprivileged user, who cannot enter /root.
+        return Path("/var/lib/syncd/demo-postgres")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "syncd" / "demo-postgres"
+
+
+def _pointed_at(config: Config, dsn: str) -> Config:
+    """The same config with the target and the demo's source moved to ``dsn``."""
+    source_name = config.syncs[DEMO_SYNC].source
+    sources = dict(config.sources)
+    sources[source_name] = sources[source_name].model_copy(update={"dsn": dsn, "password": None})
+    target = config.target.model_copy(update={"dsn": dsn, "password": None})
+    return config.model_copy(update={"target": target, "sources": sources})
+
+
+async def _demo_on(config: Config, args: argparse.Namespace) -> int:
+    sync = config.syncs[DEMO_SYNC]
+    source = config.sources[sync.source]
+    store = StateStore(config.target.state_schema)
+    conn = await pg.connect(source.dsn, source.secret())
+    try:
+        await create_demo_source(conn, TableName.parse(sync.table or ""), args.rows)
+    finally:
+        await conn.close()
+    conn = await pg.connect(config.target.dsn, config.target.secret())
+    try:
+        await store.migrate(conn)
+        await store.reset(conn, DEMO_SYNC)
+        await conn.execute(f"DROP TABLE IF EXISTS {sync.target.sql}")
+    finally:
+        await conn.close()
+    print(
+        f"demo: {args.rows} opportunities in {sync.table}; syncing into {sync.target}",
+        file=sys.stderr,
+    )
+    return await _run_with_progress(config, RunRequest(sync_name=DEMO_SYNC, trigger="cli"))
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "sync": _sync,
+    "status": _status,
+    "reset": _reset,
+    "check-config": _check_config,
+    "demo": _demo,
+}

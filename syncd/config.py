@@ -1,0 +1,373 @@
+"""The configuration file: read once, checked strictly, frozen.
+
+Errors name the key path, what was expected and what was found, and never echo
+a secret. Anything else in syncd may trust a ``Config`` without re-checking it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from syncd.errors import ConfigError
+from syncd.identifiers import TableName, quote_ident
+from syncd.redact import redact
+
+_DURATION = re.compile(r"(\d+)\s*(ms|[smhd])")
+_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_ENV_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_SECRET_KEYS = ("password", "token", "dsn")
+
+
+def parse_duration(value: object) -> object:
+    """Read ``500ms``, ``30s``, ``15m``, ``1h``, ``2d`` or a combination such as ``1h30m``."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text or _DURATION.sub("", text).strip():
+        raise ValueError("expected a duration such as 30s, 15m, 1h or 2d")
+    total = timedelta()
+    for amount, unit in _DURATION.findall(text):
+        total += timedelta(**{_DURATION_UNITS[unit]: int(amount)})
+    return total
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _check_identifier(value: str) -> str:
+    quote_ident(value)
+    return value
+
+
+def _check_table_name(value: str) -> str:
+    TableName.parse(value)
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Secrets(_Model):
+    """A password given inline or, for systemd credentials, in a file."""
+
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> _Secrets:
+        if self.password is not None and self.password.get_secret_value() and self.password_file:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            path = self.password_file
+            credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not path.is_absolute() and credentials:
+                path = Path(credentials) / path
+            try:
+                return path.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"password_file: cannot read {path}: {exc.strerror}") from None
+        if self.password is None or not self.password.get_secret_value():
+            return None
+        return self.password.get_secret_value()
+
+
+class TargetConfig(_Secrets):
+    dsn: str = "postgresql://127.0.0.1:5432/postgres"
+    state_schema: str = "syncd"
+
+    _state_schema = field_validator("state_schema")(_check_identifier)
+
+
+class PostgresSourceConfig(_Secrets):
+    kind: Literal["postgres"]
+    dsn: str
+
+
+class OracleSourceConfig(_Secrets):
+    kind: Literal["oracle"]
+    dsn: str
+    user: str = Field(min_length=1)
+
+
+SourceConfig = Annotated[PostgresSourceConfig | OracleSourceConfig, Field(discriminator="kind")]
+
+
+class EverySchedule(_Model):
+    every: Duration
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta():
+            raise ValueError("expected a duration above zero")
+        return value
+
+
+class CronSchedule(_Model):
+    cron: str = Field(min_length=1)
+
+    @field_validator("cron")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(value)
+        return value
+
+
+def _schedule_kind(value: object) -> str | None:
+    if isinstance(value, dict):
+        kinds = [k for k in ("every", "cron") if k in value]
+        return kinds[0] if len(kinds) == 1 else None
+    return "every" if isinstance(value, EverySchedule) else "cron"
+
+
+Schedule = Annotated[
+    Annotated[EverySchedule, Tag("every")] | Annotated[CronSchedule, Tag("cron")],
+    Discriminator(
+        _schedule_kind,
+        custom_error_type="schedule",
+        custom_error_message="expected {every: DURATION} or {cron: 'MIN HOUR DOM MON DOW'}",
+    ),
+]
+
+
+class RetryConfig(_Model):
+    """How long to keep trying when a database connection is lost."""
+
+    attempts: int = Field(default=6, ge=1, le=100)
+    initial_delay: Duration = timedelta(seconds=1)
+    max_delay: Duration = timedelta(seconds=60)
+
+
+class SyncConfig(_Model):
+    source: str
+    table: str | None = None
+    query: str | None = None
+    key: list[str] | None = Field(default=None, min_length=1)
+    cursor: str | None = None
+    lookback: Duration | None = None
+    columns: list[str] | None = Field(default=None, min_length=1)
+    target_table: str
+    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    schedule: Schedule | None = None
+    retry: RetryConfig = RetryConfig()
+
+    _table = field_validator("table", "target_table")(
+        lambda v: v if v is None else _check_table_name(v)
+    )
+
+    @field_validator("key", "columns")
+    @classmethod
+    def _names(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None:
+            for name in names:
+                _check_identifier(name)
+            if len(set(names)) != len(names):
+                raise ValueError("names must not repeat")
+        return names
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_name(cls, name: str | None) -> str | None:
+        return None if name is None else _check_identifier(name)
+
+    @model_validator(mode="after")
+    def _table_xor_query(self) -> SyncConfig:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if self.query is not None and self.key is None:
+            raise ValueError("a 'query' sync needs 'key': a query has no primary key to read")
+        if self.lookback is not None and self.cursor is None:
+            raise ValueError("'lookback' needs a 'cursor' to look back along")
+        if self.cursor is not None and self.key is not None and self.cursor in self.key:
+            raise ValueError("'cursor' must not also be part of 'key'")
+        return self
+
+    @property
+    def target(self) -> TableName:
+        return TableName.parse(self.target_table)
+
+
+class ApiConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: SecretStr | None = None
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Config(_Model):
+    target: TargetConfig = TargetConfig()
+    sources: dict[str, SourceConfig] = {}
+    syncs: dict[str, SyncConfig] = {}
+    default_sync: str | None = None
+    api: ApiConfig = ApiConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for name, sync in self.syncs.items():
+            if sync.source not in self.sources:
+                known = ", ".join(sorted(self.sources)) or "none"
+                raise ValueError(
+                    f"syncs.{name}.source: unknown source {sync.source!r} (configured: {known})"
+                )
+        if self.default_sync is not None and self.default_sync not in self.syncs:
+            raise ValueError(f"default_sync: unknown sync {self.default_sync!r}")
+        return self
+
+    def sync(self, name: str | None) -> tuple[str, SyncConfig]:
+        """The sync called ``name``, or the default one when no name is given."""
+        if name is None:
+            if self.default_sync is not None:
+                name = self.default_sync
+            elif len(self.syncs) == 1:
+                name = next(iter(self.syncs))
+            else:
+                raise ConfigError("name a sync: there is no default_sync and more than one sync")
+        try:
+            return name, self.syncs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.syncs)) or "none"
+            raise ConfigError(f"unknown sync {name!r} (configured: {known})") from None
+
+    def secrets(self) -> list[str]:
+        """Every secret this config holds, for scrubbing text before it is shown."""
+        found = [s.secret() for s in [self.target, *self.sources.values()]]
+        if self.api.token is not None:
+            found.append(self.api.token.get_secret_value())
+        return [s for s in found if s]
+
+
+def interpolate(value: Any, environ: dict[str, str] | os._Environ[str], path: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed document."""
+    if isinstance(value, dict):
+        return {
+            k: interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match["name"], match["default"]
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set and has no default")
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, interpolate and validate the file at ``path``; raise ConfigError on any flaw."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {_kind(document)}")
+    document = interpolate(document, os.environ if environ is None else environ)
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid configuration:\n" + describe(exc)) from None
+    if config.api.token is not None and not config.api.token.get_secret_value():
+        config = config.model_copy(update={"api": config.api.model_copy(update={"token": None})})
+    return config
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem: key path, what was expected, what was found."""
+    lines = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in _without_union_tags(item["loc"]))
+        message = item["msg"].removeprefix("Value error, ")
+        secret = any(key in location.rsplit(".", 1)[-1] for key in _SECRET_KEYS)
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key {location.rsplit('.', 1)[-1]!r}"
+            guess = difflib.get_close_matches(location.rsplit(".", 1)[-1], _field_names(), n=1)
+            if guess:
+                message += f"; did you mean {guess[0]!r}?"
+            lines.append(f"  {location}: {message}")
+            continue
+        found = "" if secret or item["type"] == "missing" else f" (found {_shown(item['input'])})"
+        lines.append(f"  {location or '(top level)'}: {message}{found}")
+    return "\n".join(lines)
+
+
+def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:
+    """Drop the discriminator tags pydantic puts in a location: they are not keys."""
+    parts = list(loc)
+    if len(parts) > 2 and parts[0] == "sources":
+        del parts[2]
+    if "schedule" in parts:
+        at = parts.index("schedule") + 1
+        if at < len(parts) and parts[at] in ("every", "cron"):
+            del parts[at]
+    return parts
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict | list):
+        return _kind(value)
+    return redact(repr(value))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _field_names() -> list[str]:
+    models: list[type[BaseModel]] = [
+        Config,
+        TargetConfig,
+        PostgresSourceConfig,
+        OracleSourceConfig,
+        SyncConfig,
+        EverySchedule,
+        CronSchedule,
+        RetryConfig,
+        ApiConfig,
+        LoggingConfig,
+    ]
+    return sorted({name for model in models for name in model.model_fields})

@@ -1,0 +1,44 @@
+"""The one family of errors syncd raises on purpose.
+
+Each class's docstring is its default message, so a bare ``raise NotFound()``
+still says something useful. ``exit_code`` is what the CLI exits with.
+"""
+
+from __future__ import annotations
+
+
+class SyncdError(Exception):
+    """syncd failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(SyncdError):
+    """The configuration is invalid."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class AlreadyRunning(SyncdError):
+    """The sync is already running elsewhere."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class SchemaMismatch(SyncdError):
+    """The target table does not fit the source's columns."""
+
+
+class SourceError(SyncdError):
+    """The source database refused the request."""
+
+
+class TargetError(SyncdError):
+    """The target database refused the request."""
+
+
+class RetriesExhausted(SyncdError):
+    """The database stayed unreachable after every retry."""

@@ -1,0 +1,104 @@
+"""What the engine needs from a source database, and how to open one.
+
+A source knows its own SQL dialect; the engine only speaks in positions and
+batches. A new kind of database is one new module that implements ``Source``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
+from syncd.errors import SourceError
+
+Position = tuple[str | None, ...]
+"""A keyset position: the cursor value (when the sync has a cursor) then the key
+values, each in the source's own text form, so that it survives JSON unchanged."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    """The column's name in the source."""
+    target_name: str
+    """The column's name in the PostgreSQL target."""
+    pg_type: str
+    """The PostgreSQL type that holds the column without loss, as format_type() writes it."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The columns a sync reads, in the order every batch carries them."""
+
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    cursor: str | None
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which rows to read, in (cursor, key) order."""
+
+    after: Position | None = None
+    """Strictly after this position; None is the very start."""
+    cursor_from: str | None = None
+    """Instead of ``after``: from this cursor value minus ``lookback``, inclusive."""
+    lookback: timedelta | None = None
+    until: Position | None = None
+    """Up to and including this position; None is the end of the source."""
+
+
+@dataclass(frozen=True)
+class CopyBatch:
+    """Rows already encoded as a PostgreSQL binary COPY stream, for the shape's columns."""
+
+    data: bytes
+    rows: int
+    end: Position
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """Rows as Python values, for the shape's columns, to be encoded by the target."""
+
+    records: list[tuple[Any, ...]]
+    end: Position
+
+    @property
+    def rows(self) -> int:
+        return len(self.records)
+
+
+Batch = CopyBatch | RecordBatch
+
+
+class Source(Protocol):
+    async def describe(self) -> Shape:
+        """The sync's columns with lossless PostgreSQL types; fails naming a missing column."""
+        ...
+
+    async def estimate_rows(self, window: Window) -> int | None:
+        """A cheap guess at how many rows ``window`` holds, for progress and ETA."""
+        ...
+
+    def read(self, window: Window, batch_size: int) -> AsyncIterator[Batch]:
+        """Batches of at most ``batch_size`` rows in keyset order, each ending at a key boundary."""
+        ...
+
+
+def open_source(
+    config: PostgresSourceConfig | OracleSourceConfig, sync: SyncConfig
+) -> AbstractAsyncContextManager[Source]:
+    """Connect to the source of ``sync``; the connection closes when the context exits."""
+    if isinstance(config, PostgresSourceConfig):
+        from syncd.sources.postgres import open_postgres_source
+
+        return open_postgres_source(config, sync)
+    raise SourceError("kind: oracle sources are not supported by this build yet")

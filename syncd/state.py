@@ -1,0 +1,261 @@
+"""syncd's bookkeeping in the target database: positions, runs and who holds a sync.
+
+It lives in the target so that a batch's rows and its new position commit in
+one transaction. Cross-process single flight is a session advisory lock on the
+same connection that writes the batches: a writer that lost its lock has lost
+its connection too, so it can never write unlocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from syncd.errors import AlreadyRunning
+from syncd.identifiers import quote_ident
+
+Position = tuple[str | None, ...]
+
+_MIGRATIONS = ("0001_state.sql",)
+
+
+def _sql(name: str, schema: str) -> str:
+    text = resources.files("syncd").joinpath("sql", name).read_text(encoding="utf-8")
+    return text.replace("{schema}", quote_ident(schema))
+
+
+@dataclass(frozen=True)
+class SyncState:
+    sync_name: str
+    position: Position | None
+    current_offset: int
+    total_synced: int
+    last_sync_at: datetime | None
+    is_complete: bool
+    holder_host: str | None
+    holder_pid: int | None
+    holder_since: datetime | None
+    holder_run_id: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    sync_name: str
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    batches: int
+    rows_read: int
+    rows_written: int
+    rows_unchanged: int
+    error: str | None
+
+
+class StateStore:
+    """Reads and writes syncd's tables in ``schema``; every method takes the connection to use."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._table = f"{quote_ident(schema)}.sync_state"
+        self._runs = f"{quote_ident(schema)}.runs"
+        self._batch_commit = _sql("batch_commit.sql", schema)
+
+    def lock_key(self, sync_name: str) -> int:
+        digest = hashlib.sha256(f"syncd:{self.schema}:{sync_name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    async def migrate(self, conn: asyncpg.Connection) -> None:
+        """Create or upgrade the state schema; safe when several processes start at once."""
+        versions = f"{quote_ident(self.schema)}.schema_version"
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key(":migrate"))
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {versions} ("
+                " version integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {r[0] for r in await conn.fetch(f"SELECT version FROM {versions}")}
+            for version, name in enumerate(_MIGRATIONS, start=1):
+                if version not in applied:
+                    await conn.execute(_sql(name, self.schema))
+                    await conn.execute(f"INSERT INTO {versions} (version) VALUES ($1)", version)
+
+    async def claim(self, conn: asyncpg.Connection, sync_name: str, run_id: str) -> None:
+        """Take the sync's lock for this session, or raise AlreadyRunning naming the holder."""
+        await conn.execute(
+            f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
+        )
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key(sync_name)):
+            raise AlreadyRunning(await self._held_message(conn, sync_name))
+        # Whoever ran before us is gone (we hold the lock), so its unfinished runs were cut off.
+        await conn.execute(
+            f"UPDATE {self._runs} SET status = 'interrupted', finished_at = clock_timestamp(),"
+            " error = coalesce(error, 'the process running it stopped before it finished')"
+            " WHERE sync_name = $1 AND status = 'running' AND run_id <> $2",
+            sync_name,
+            run_id,
+        )
+        await conn.execute(
+            f"UPDATE {self._table} SET holder_host = $2, holder_pid = $3,"
+            " holder_since = clock_timestamp(), holder_run_id = $4 WHERE sync_name = $1",
+            sync_name,
+            socket.gethostname(),
+            os.getpid(),
+            run_id,
+        )
+
+    async def release(self, conn: asyncpg.Connection, sync_name: str, run_id: str) -> None:
+        await conn.execute(
+            f"UPDATE {self._table} SET holder_host = NULL, holder_pid = NULL,"
+            " holder_since = NULL, holder_run_id = NULL"
+            " WHERE sync_name = $1 AND holder_run_id = $2",
+            sync_name,
+            run_id,
+        )
+        await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key(sync_name))
+
+    async def _held_message(self, conn: asyncpg.Connection, sync_name: str) -> str:
+        row = await conn.fetchrow(
+            f"SELECT holder_host, holder_pid, holder_since, holder_run_id"
+            f" FROM {self._table} WHERE sync_name = $1",
+            sync_name,
+        )
+        if row is None or row["holder_host"] is None:
+            return f"sync {sync_name!r} is already running in another session"
+        return (
+            f"sync {sync_name!r} is already running: held by pid {row['holder_pid']}"
+            f" on {row['holder_host']} since {row['holder_since']:%Y-%m-%d %H:%M:%S%z}"
+            f" (run {row['holder_run_id']})"
+        )
+
+    async def is_running(self, conn: asyncpg.Connection, sync_name: str) -> bool:
+        """Ask the lock itself: holder columns outlive a killed process, the lock does not."""
+        key = self.lock_key(sync_name)
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            return False
+        return True
+
+    async def load(self, conn: asyncpg.Connection, sync_name: str) -> SyncState:
+        row = await conn.fetchrow(f"SELECT * FROM {self._table} WHERE sync_name = $1", sync_name)
+        if row is None:
+            return SyncState(sync_name, None, 0, 0, None, False, None, None, None, None, None)
+        return SyncState(
+            sync_name=row["sync_name"],
+            position=_position_from_json(row["position"]),
+            current_offset=row["current_offset"],
+            total_synced=row["total_synced"],
+            last_sync_at=row["last_sync_at"],
+            is_complete=row["is_complete"],
+            holder_host=row["holder_host"],
+            holder_pid=row["holder_pid"],
+            holder_since=row["holder_since"],
+            holder_run_id=row["holder_run_id"],
+            last_error=row["last_error"],
+        )
+
+    async def start_run(
+        self, conn: asyncpg.Connection, sync_name: str, run_id: str, trigger: str
+    ) -> None:
+        await conn.execute(
+            f"INSERT INTO {self._runs} (run_id, sync_name, trigger) VALUES ($1, $2, $3)",
+            run_id,
+            sync_name,
+            trigger,
+        )
+
+    async def commit_batch(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        sync_name: str,
+        run_id: str,
+        position: Position | None,
+        rows_read: int,
+        rows_written: int,
+        complete: bool,
+    ) -> None:
+        """Record a batch; call inside the transaction that wrote its rows."""
+        await conn.execute(
+            self._batch_commit,
+            sync_name,
+            None if position is None else json.dumps(list(position)),
+            rows_read,
+            rows_written,
+            rows_read - rows_written,
+            complete,
+            run_id,
+        )
+
+    async def mark_complete(self, conn: asyncpg.Connection, sync_name: str) -> None:
+        """The source had no rows after the last full batch: the sync has caught up."""
+        await conn.execute(
+            f"UPDATE {self._table} SET is_complete = true, last_sync_at = clock_timestamp()"
+            " WHERE sync_name = $1",
+            sync_name,
+        )
+
+    async def finish_run(
+        self, conn: asyncpg.Connection, sync_name: str, run_id: str, status: str, error: str | None
+    ) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                f"UPDATE {self._runs} SET status = $2, error = $3, finished_at = clock_timestamp()"
+                " WHERE run_id = $1",
+                run_id,
+                status,
+                error,
+            )
+            if error is not None:
+                await conn.execute(
+                    f"UPDATE {self._table} SET last_error = $2 WHERE sync_name = $1",
+                    sync_name,
+                    error,
+                )
+
+    async def reset(self, conn: asyncpg.Connection, sync_name: str) -> None:
+        """Start the sync over from the beginning; the target table's rows are left alone."""
+        await conn.execute(
+            f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
+        )
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key(sync_name)):
+            raise AlreadyRunning(
+                await self._held_message(conn, sync_name) + "; reset refused while it runs"
+            )
+        try:
+            await conn.execute(
+                f"UPDATE {self._table} SET position = NULL, current_offset = 0,"
+                " total_synced = 0, last_sync_at = NULL, is_complete = false,"
+                " last_error = NULL, reset_at = clock_timestamp() WHERE sync_name = $1",
+                sync_name,
+            )
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key(sync_name))
+
+    async def runs(self, conn: asyncpg.Connection, sync_name: str, limit: int) -> list[RunRecord]:
+        rows = await conn.fetch(
+            f"SELECT run_id, sync_name, trigger, started_at, finished_at, status, batches,"
+            f" rows_read, rows_written, rows_unchanged, error FROM {self._runs}"
+            " WHERE sync_name = $1 ORDER BY started_at DESC LIMIT $2",
+            sync_name,
+            limit,
+        )
+        return [RunRecord(**dict(row)) for row in rows]
+
+
+def _position_from_json(value: Any) -> Position | None:
+    if value is None:
+        return None
+    return tuple(json.loads(value))

@@ -1,0 +1,88 @@
+"""Real PostgreSQL for every test: a template database per session, a fresh copy per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from syncd.config import Config, load_config
+
+SERVER = os.environ.get("SYNCD_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
+
+
+def dsn_for(database: str) -> str:
+    return f"{SERVER}/{database}"
+
+
+async def _admin() -> asyncpg.Connection:
+    return await asyncpg.connect(dsn_for("postgres"))
+
+
+@pytest.fixture(scope="session")
+async def template_db() -> AsyncIterator[str]:
+    name = f"syncd_tmpl_{uuid.uuid4().hex[:10]}"
+    admin = await _admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(dsn_for(name))
+        try:
+            await conn.execute("CREATE SCHEMA src")
+        finally:
+            await conn.close()
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def db(template_db: str) -> AsyncIterator[str]:
+    """A DSN to a database of this test's own, which serves as source and target."""
+    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    admin = await _admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        yield dsn_for(name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(db)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+ConfigFactory = Callable[..., tuple[Config, Path]]
+
+
+@pytest.fixture
+def make_config(db: str, tmp_path: Path) -> Iterator[ConfigFactory]:
+    """Write a config file whose source and target are this test's database."""
+
+    def make(syncs: dict[str, dict[str, Any]], **top: Any) -> tuple[Config, Path]:
+        document: dict[str, Any] = {
+            "target": {"dsn": db, "state_schema": "syncd"},
+            "sources": {"pg": {"kind": "postgres", "dsn": db}},
+            "syncs": {
+                name: {"source": "pg", "retry": {"initial_delay": "1s", "max_delay": "2s"}} | spec
+                for name, spec in syncs.items()
+            },
+            **top,
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return load_config(path), path
+
+    yield make

@@ -1,0 +1,84 @@
+"""Small things several test modules need: source tables, fingerprints, observers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from syncd.config import Config
+from syncd.engine import BatchReport, Engine, RunRequest, RunResult
+
+ITEMS_DDL = """
+CREATE TABLE src.items (
+    id          bigint PRIMARY KEY,
+    updated_at  timestamptz NOT NULL,
+    name        text,
+    amount      numeric(12, 2)
+);
+CREATE INDEX ON src.items (updated_at, id);
+"""
+
+
+async def create_items(
+    conn: asyncpg.Connection, rows: int, *, same_time: bool = False, start_id: int = 1
+) -> None:
+    """``rows`` items; with ``same_time`` every row shares one cursor value."""
+    if await conn.fetchval("SELECT to_regclass('src.items')") is None:
+        await conn.execute(ITEMS_DDL)
+    spacing = "0" if same_time else "1"
+    await conn.execute(
+        f"""
+        INSERT INTO src.items
+        SELECT n, timestamptz '2025-01-01 00:00:00+00' + n * {spacing} * interval '1 second',
+               'item ' || n, n * 1.25
+          FROM generate_series($1::bigint, $2::bigint) AS n
+        """,
+        start_id,
+        start_id + rows - 1,
+    )
+
+
+async def fingerprint(conn: asyncpg.Connection, table: str, key: str = "id") -> tuple[int, str]:
+    """Row count and an md5 over every row in key order: equal tables, equal fingerprints."""
+    row = await conn.fetchrow(
+        f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.{key}), ''))"
+        f" FROM {table} AS t"
+    )
+    assert row is not None
+    return row[0], row[1]
+
+
+class Recorder:
+    """Collects batch reports; can ask the engine to stop after some batches."""
+
+    def __init__(self, stop_after: int | None = None, stop: asyncio.Event | None = None) -> None:
+        self.reports: list[BatchReport] = []
+        self.estimates: list[int | None] = []
+        self.stop_after = stop_after
+        self.stop = stop
+        self.first_batch = asyncio.Event()
+        self.fifth_batch = asyncio.Event()
+
+    def run_started(self, sync_name: str, run_id: str, rows_estimate: int | None) -> None:
+        self.estimates.append(rows_estimate)
+
+    def batch_committed(self, report: BatchReport) -> None:
+        self.reports.append(report)
+        self.first_batch.set()
+        if len(self.reports) >= 5:
+            self.fifth_batch.set()
+        if self.stop is not None and self.stop_after is not None <= len(self.reports):
+            self.stop.set()
+
+
+async def run_sync(
+    config: Config,
+    name: str,
+    *,
+    observer: Recorder | None = None,
+    stop: asyncio.Event | None = None,
+    **request: object,
+) -> RunResult:
+    engine = Engine(config, observer=observer, stop=stop)
+    return await engine.run(RunRequest(sync_name=name, **request))  # type: ignore[arg-type]

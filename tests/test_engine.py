@@ -1,0 +1,323 @@
+"""The engine's promises, each checked against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import asyncpg
+import pytest
+from structlog.testing import capture_logs
+
+from syncd.errors import AlreadyRunning, SchemaMismatch, SourceError
+from tests.helpers import Recorder, create_items, fingerprint, run_sync
+
+ITEMS = {"table": "src.items", "key": ["id"], "target_table": "public.items"}
+ITEMS_BY_TIME = ITEMS | {"cursor": "updated_at"}
+
+
+async def test_ten_thousand_ties_in_batches_of_seven_neither_skip_nor_repeat(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 10_000, same_time=True)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 7}})
+
+    result = await run_sync(config, "items")
+
+    assert result.status == "succeeded"
+    assert result.rows_read == 10_000
+    assert result.batches == math.ceil(10_000 / 7)
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+    state = await conn.fetchrow("SELECT * FROM syncd.sync_state WHERE sync_name = 'items'")
+    assert state["current_offset"] == 10_000
+    assert state["total_synced"] == 10_000
+    assert state["is_complete"] is True
+    assert state["position"] == '["2025-01-01 00:00:00+00", "10000"]'
+
+
+@pytest.mark.parametrize("rows", [0, 1, 30, 31])
+async def test_boundaries_of_an_exact_and_a_ragged_last_batch(
+    conn: asyncpg.Connection, make_config, rows: int
+) -> None:
+    await create_items(conn, 1)
+    await conn.execute("TRUNCATE src.items")
+    if rows:
+        await create_items(conn, rows)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 10}})
+
+    result = await run_sync(config, "items")
+
+    assert (result.status, result.rows_read, result.batches) == (
+        "succeeded",
+        rows,
+        math.ceil(rows / 10),
+    )
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+    assert await conn.fetchval("SELECT is_complete FROM syncd.sync_state") is True
+
+
+async def test_a_stopped_run_resumes_from_its_saved_position(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 1_000)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 100}})
+    stop = asyncio.Event()
+
+    first = await run_sync(config, "items", observer=Recorder(stop_after=3, stop=stop), stop=stop)
+    assert (first.status, first.rows_read) == ("cancelled", 300)
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 300
+    assert await conn.fetchval("SELECT is_complete FROM syncd.sync_state") is False
+
+    second = await run_sync(config, "items")
+    assert (second.status, second.rows_read) == ("succeeded", 700)
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+    runs = await conn.fetch("SELECT status, rows_read FROM syncd.runs ORDER BY started_at")
+    assert [(r["status"], r["rows_read"]) for r in runs] == [("cancelled", 300), ("succeeded", 700)]
+
+
+async def test_without_a_cursor_each_run_is_a_full_pass_that_resumes_mid_pass(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 250)
+    config, _ = make_config({"items": ITEMS | {"batch_size": 100}})
+    stop = asyncio.Event()
+
+    first = await run_sync(config, "items", observer=Recorder(stop_after=1, stop=stop), stop=stop)
+    second = await run_sync(config, "items")
+    assert (first.rows_read, second.rows_read) == (100, 150)
+
+    await conn.execute("UPDATE src.items SET name = 'renamed' WHERE id IN (5, 205)")
+    third = await run_sync(config, "items")
+    assert (third.rows_read, third.rows_written, third.rows_unchanged) == (250, 2, 248)
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+
+
+async def test_lookback_catches_a_late_commit_and_leaves_unchanged_rows_alone(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 100)  # cursor values 1 s apart, up to +100 s
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 8, "lookback": "10s"}})
+    await run_sync(config, "items")
+    xmin_before = await conn.fetchval("SELECT sum(xmin::text::bigint) FROM public.items")
+
+    # Committed late: cursor values inside (and one outside) the look-back window.
+    await conn.execute(
+        """INSERT INTO src.items VALUES
+           (1001, timestamptz '2025-01-01 00:01:35+00', 'late, inside window', 1),
+           (1002, timestamptz '2025-01-01 00:00:30+00', 'late, outside window', 2)"""
+    )
+    with capture_logs() as logs:
+        result = await run_sync(config, "items")
+
+    ids = {r["id"] for r in await conn.fetch("SELECT id FROM public.items WHERE id > 1000")}
+    assert ids == {1001}
+    assert result.rows_written == 1
+    assert result.rows_unchanged == result.rows_read - 1 >= 10
+    xmin_after = await conn.fetchval(
+        "SELECT sum(xmin::text::bigint) FROM public.items WHERE id <= 100"
+    )
+    assert xmin_after == xmin_before, "re-read rows that did not change were rewritten"
+    events = [e["event"] for e in logs]
+    assert events[0] == "run_started" and events[-1] == "run_finished"
+    assert await conn.fetchval("SELECT position FROM syncd.sync_state") == (
+        '["2025-01-01 00:01:40+00", "100"]'
+    )
+
+
+async def test_rows_inserted_mid_run_are_read_once(conn: asyncpg.Connection, make_config) -> None:
+    await create_items(conn, 2_000)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 50}})
+    writer = await asyncpg.connect(config.target.dsn)
+    recorder = Recorder()
+
+    async def insert_while_running() -> None:
+        await recorder.first_batch.wait()
+        for n in range(5):
+            await writer.execute(
+                "INSERT INTO src.items VALUES ($1, clock_timestamp(), 'new', 1),"
+                " ($2, timestamptz '2025-01-01 00:00:00+00' + $3 * interval '1 second', 'tie', 2)",
+                10_000 + n,
+                20_000 + n,
+                2_000,  # shares the cursor value of the last original row
+            )
+            await asyncio.sleep(0.01)
+
+    inserting = asyncio.create_task(insert_while_running())
+    first = await run_sync(config, "items", observer=recorder)
+    await inserting
+    second = await run_sync(config, "items")
+    await writer.close()
+
+    assert first.rows_read + second.rows_read == 2_010
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+
+
+TYPES_DDL = """
+CREATE TYPE src.mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN src.positive AS integer CHECK (VALUE > 0);
+CREATE TABLE src.typed (
+    id        bigint PRIMARY KEY,
+    changed   timestamptz,
+    amount    numeric(38, 10),
+    big       numeric,
+    ratio     double precision,
+    at_local  timestamp,
+    at_zone   timestamptz,
+    day       date,
+    span      interval,
+    note      text,
+    code      varchar(12),
+    blob      bytea,
+    doc       jsonb,
+    raw_doc   json,
+    tags      text[],
+    numbers   integer[],
+    flag      boolean,
+    uid       uuid,
+    feeling   src.mood,
+    count     src.positive
+);
+"""
+
+TYPES_ROWS = r"""
+INSERT INTO src.typed VALUES
+ (1, now(), 1234567890123456789012345678.0123456789,
+  -99999999999999999999999999999999999999.5, 'NaN', '2024-02-29 23:59:59.999999',
+  '2024-03-31 01:30:00+02', '0001-01-01', '1 year 2 mons 3 days 04:05:06.789',
+  'emoji 🚀 "quotes" ''single'' back\slash tab	end', 'x; drop', '\x00ff10',
+  '{"a": [1, 2, {"b": null}], "é": "ü"}', '{"dup": 1, "dup": 2}',
+  ARRAY['a', NULL, 'c,d', '"q"'], ARRAY[1, NULL, -3], true,
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'happy', 7),
+ (2, now(), -0.0000000001, 10 ^ 100::numeric, '-Infinity', '1970-01-01',
+  '2024-10-27 03:00:00 Europe/Berlin', 'infinity', '-1 day', '', '', '', '[]', '[]',
+  '{}', '{}', false, NULL, 'sad', 1),
+ (3, now(), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+"""
+
+
+async def test_types_round_trip_losslessly(conn: asyncpg.Connection, make_config) -> None:
+    await conn.execute(TYPES_DDL)
+    await conn.execute(TYPES_ROWS)
+    config, _ = make_config(
+        {"typed": {"table": "src.typed", "cursor": "changed", "target_table": "public.typed"}}
+    )
+
+    result = await run_sync(config, "typed")
+
+    assert result.status == "succeeded" and result.rows_read == 3
+    assert await fingerprint(conn, "public.typed") == await fingerprint(conn, "src.typed")
+    types = dict(
+        await conn.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'public.typed'::regclass AND attnum > 0"
+        )
+    )
+    assert types["amount"] == "numeric(38,10)"
+    assert types["big"] == "numeric"
+    assert types["at_zone"] == "timestamp with time zone"
+    assert types["feeling"] == "text" and types["count"] == "integer"
+    assert await conn.fetchval("SELECT raw_doc::text FROM public.typed WHERE id = 1") == (
+        '{"dup": 1, "dup": 2}'
+    )
+    # A second run re-reads nothing and rewrites nothing, json column included.
+    again = await run_sync(config, "typed")
+    assert (again.rows_read, again.rows_written) == (0, 0)
+
+
+async def test_an_existing_target_missing_a_column_fails_before_writing(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 10)
+    await conn.execute("CREATE TABLE public.items (id bigint PRIMARY KEY, updated_at timestamptz)")
+    config, _ = make_config({"items": ITEMS_BY_TIME})
+
+    with pytest.raises(SchemaMismatch, match=r"no column 'name', 'amount'"):
+        await run_sync(config, "items")
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 0
+    run = await conn.fetchrow("SELECT status, error FROM syncd.runs")
+    assert run["status"] == "failed" and "'amount'" in run["error"]
+
+
+async def test_an_existing_target_with_an_incompatible_type_is_named(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 10)
+    await conn.execute(
+        "CREATE TABLE public.items (id bigint PRIMARY KEY, updated_at timestamptz,"
+        " name text, amount inet)"
+    )
+    config, _ = make_config({"items": ITEMS_BY_TIME})
+
+    with pytest.raises(SchemaMismatch, match=r'column "amount" is of type inet'):
+        await run_sync(config, "items")
+
+
+async def test_a_hostile_table_name_is_only_a_name(conn: asyncpg.Connection, make_config) -> None:
+    await conn.execute("CREATE TABLE victim (id int)")
+    await create_items(conn, 5)
+    config, _ = make_config(
+        {"items": ITEMS_BY_TIME | {"target_table": 'public."x; drop table victim; --"'}}
+    )
+
+    result = await run_sync(config, "items")
+
+    assert result.rows_read == 5
+    assert await conn.fetchval("SELECT to_regclass('public.victim')") is not None
+    assert await conn.fetchval('SELECT count(*) FROM public."x; drop table victim; --"') == 5
+
+
+async def test_a_missing_source_column_is_named(conn: asyncpg.Connection, make_config) -> None:
+    await create_items(conn, 5)
+    config, _ = make_config({"items": ITEMS | {"cursor": "modified"}})
+
+    with pytest.raises(SourceError, match=r"has no column 'modified'"):
+        await run_sync(config, "items")
+
+
+async def test_a_second_run_of_the_same_sync_does_not_start(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 3_000)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 10}})
+    recorder = Recorder()
+    first = asyncio.create_task(run_sync(config, "items", observer=recorder))
+    await recorder.first_batch.wait()
+
+    with pytest.raises(AlreadyRunning, match=r"held by pid \d+ on .+ since"):
+        await run_sync(config, "items")
+
+    assert (await first).rows_read == 3_000
+    assert await conn.fetchval("SELECT count(*) FROM syncd.runs") == 1
+
+
+async def test_a_terminated_connection_is_retried_and_the_run_completes(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 3_000)
+    config, _ = make_config(
+        {"items": ITEMS_BY_TIME | {"batch_size": 100, "retry": {"initial_delay": "50ms"}}}
+    )
+    recorder = Recorder()
+    killer = await asyncpg.connect(config.target.dsn)
+
+    async def terminate_syncd_sessions() -> int:
+        await recorder.fifth_batch.wait()
+        return int(
+            await killer.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'syncd' AND datname = current_database()"
+            )
+        )
+
+    killing = asyncio.create_task(terminate_syncd_sessions())
+    with capture_logs() as logs:
+        result = await run_sync(config, "items", observer=recorder)
+    terminated = await killing
+    await killer.close()
+
+    assert terminated >= 1
+    assert result.status == "succeeded"
+    assert any(e["event"] == "retrying" and e["attempt"] == 1 for e in logs)
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+    assert await conn.fetchval("SELECT current_offset FROM syncd.sync_state") == 3_000
