@@ -26,6 +26,8 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.identifiers import TableName
 from syncd.progress import TerminalProgress
 from syncd.redact import redact, scrub
+from syncd.sources import check_source
+from syncd.sources.postgres import check_postgres
 from syncd.state import StateStore
 from syncd.status import collect_status
 
@@ -171,18 +173,13 @@ async def _reset(config: Config, args: argparse.Namespace) -> int:
 async def _check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"config: ok ({len(config.sources)} sources, {len(config.syncs)} syncs)")
     failures = 0
-    checks = [("target", config.target.dsn, config.target.secret(), "postgres")]
-    checks += [(f"source {name}", s.dsn, s.secret(), s.kind) for name, s in config.sources.items()]
-    for label, dsn, password, kind in checks:
+    checks = [
+        ("target", config.target.dsn, check_postgres(config.target.dsn, config.target.secret()))
+    ]
+    checks += [(f"source {n}", s.dsn, check_source(s)) for n, s in config.sources.items()]
+    for label, dsn, check in checks:
         try:
-            if kind != "postgres":
-                raise SyncdError(f"kind: {kind} sources are not supported by this build yet")
-            conn = await pg.connect(dsn, password)
-            try:
-                version = await conn.fetchval("SHOW server_version")
-            finally:
-                await conn.close()
-            print(f"{label}: ok ({redact(dsn)}, PostgreSQL {version})")
+            print(f"{label}: ok ({redact(dsn)}, {await check})")
         except (SyncdError, OSError, asyncpg.PostgresError) as exc:
             failures += 1
             print(f"{label}: FAILED ({redact(dsn)}): {scrub(str(exc), config.secrets())}")

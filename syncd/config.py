@@ -175,6 +175,14 @@ class SyncConfig(_Model):
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
     schedule: Schedule | None = None
     retry: RetryConfig = RetryConfig()
+    types: dict[str, str] = {}
+    """PostgreSQL types for target columns, by source column name, instead of the mapped ones."""
+    lag: Duration | None = None
+    """Read only rows whose cursor is older than the source's clock minus this (Oracle)."""
+    snapshot: Literal["scn"] | None = None
+    """Read a whole pass at one system change number (Oracle, needs FLASHBACK)."""
+    nul: Literal["strip", "replace", "fail"] = "strip"
+    """What to do with U+0000 in text, which PostgreSQL cannot store (Oracle)."""
 
     _table = field_validator("table", "target_table")(
         lambda v: v if v is None else _check_table_name(v)
@@ -205,6 +213,10 @@ class SyncConfig(_Model):
             raise ValueError("'lookback' needs a 'cursor' to look back along")
         if self.cursor is not None and self.key is not None and self.cursor in self.key:
             raise ValueError("'cursor' must not also be part of 'key'")
+        if self.lag is not None and self.cursor is None:
+            raise ValueError("'lag' needs a 'cursor' to hold back")
+        if self.snapshot is not None and self.cursor is not None:
+            raise ValueError("'snapshot' is for full passes: it cannot be combined with 'cursor'")
         return self
 
     @property

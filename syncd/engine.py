@@ -24,7 +24,7 @@ from syncd import pg, retry
 from syncd.config import Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError
 from syncd.redact import scrub
-from syncd.sources import Batch, Position, Source, Window, open_source
+from syncd.sources import Batch, Position, SnapshotExpired, Source, Window, open_source
 from syncd.state import StateStore, SyncState
 from syncd.target import TargetTable
 
@@ -180,6 +180,12 @@ class Engine:
                         name, sync, request, result, writer, source, lookback_done
                     )
                 return
+            except SnapshotExpired as exc:
+                attempt += 1
+                if attempt >= sync.retry.attempts:
+                    raise RetriesExhausted(f"gave up after {attempt} attempts: {exc}") from exc
+                log.warning("snapshot_expired", attempt=attempt, error=self._describe_error(exc))
+                await self.store.restart_pass(writer.conn, name)
             except Exception as exc:
                 # Errors raised while unwinding a dead connection are not always typed as
                 # connection errors, but a closed writer says what happened all the same.
@@ -211,7 +217,7 @@ class Engine:
     ) -> bool:
         conn = writer.conn
         shape = await source.describe()
-        table = TargetTable(sync.target, shape)
+        table = TargetTable(sync.target, shape, sync.types)
         await table.prepare(conn)
         state = await self.store.load(conn, name)
         phases = _plan(state, sync, request.full_refresh and result.batches == 0, lookback_done)
@@ -269,6 +275,8 @@ class Engine:
                         rows_read=item.rows,
                         rows_written=written,
                         complete=reached_end,
+                        snapshot=item.snapshot,
+                        values_cleaned=item.values_cleaned,
                     )
                 result.batches += 1
                 result.rows_read += item.rows
@@ -327,6 +335,8 @@ def _plan(
         position = None
     if position is None:
         return [_Phase(Window())]
+    if sync.cursor is None:
+        return [_Phase(Window(after=position, snapshot=state.snapshot))]
     if sync.lookback is not None and not lookback_done:
         # Re-read the lookback window up to the saved position without moving it back,
         # so a crash during the re-read repeats the same window instead of drifting.

@@ -24,7 +24,7 @@ from syncd.identifiers import quote_ident
 
 Position = tuple[str | None, ...]
 
-_MIGRATIONS = ("0001_state.sql",)
+_MIGRATIONS = ("0001_state.sql", "0002_snapshots_and_cleaning.sql")
 
 
 def _sql(name: str, schema: str) -> str:
@@ -45,6 +45,7 @@ class SyncState:
     holder_since: datetime | None
     holder_run_id: str | None
     last_error: str | None
+    snapshot: str | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class RunRecord:
     rows_read: int
     rows_written: int
     rows_unchanged: int
+    values_cleaned: int
     error: str | None
 
 
@@ -151,7 +153,7 @@ class StateStore:
     async def load(self, conn: asyncpg.Connection, sync_name: str) -> SyncState:
         row = await conn.fetchrow(f"SELECT * FROM {self._table} WHERE sync_name = $1", sync_name)
         if row is None:
-            return SyncState(sync_name, None, 0, 0, None, False, None, None, None, None, None)
+            return SyncState(sync_name, None, 0, 0, None, False, None, None, None, None, None, None)
         return SyncState(
             sync_name=row["sync_name"],
             position=_position_from_json(row["position"]),
@@ -164,6 +166,7 @@ class StateStore:
             holder_since=row["holder_since"],
             holder_run_id=row["holder_run_id"],
             last_error=row["last_error"],
+            snapshot=row["snapshot"],
         )
 
     async def start_run(
@@ -186,6 +189,8 @@ class StateStore:
         rows_read: int,
         rows_written: int,
         complete: bool,
+        snapshot: str | None = None,
+        values_cleaned: int = 0,
     ) -> None:
         """Record a batch; call inside the transaction that wrote its rows."""
         await conn.execute(
@@ -197,12 +202,23 @@ class StateStore:
             rows_read - rows_written,
             complete,
             run_id,
+            None if complete else snapshot,
+            values_cleaned,
         )
 
     async def mark_complete(self, conn: asyncpg.Connection, sync_name: str) -> None:
         """The source had no rows after the last full batch: the sync has caught up."""
         await conn.execute(
-            f"UPDATE {self._table} SET is_complete = true, last_sync_at = clock_timestamp()"
+            f"UPDATE {self._table} SET is_complete = true, snapshot = NULL,"
+            " last_sync_at = clock_timestamp()"
+            " WHERE sync_name = $1",
+            sync_name,
+        )
+
+    async def restart_pass(self, conn: asyncpg.Connection, sync_name: str) -> None:
+        """Forget a pass's position and snapshot, keeping the counters."""
+        await conn.execute(
+            f"UPDATE {self._table} SET position = NULL, snapshot = NULL, is_complete = false"
             " WHERE sync_name = $1",
             sync_name,
         )
@@ -236,7 +252,7 @@ class StateStore:
             )
         try:
             await conn.execute(
-                f"UPDATE {self._table} SET position = NULL, current_offset = 0,"
+                f"UPDATE {self._table} SET position = NULL, snapshot = NULL, current_offset = 0,"
                 " total_synced = 0, last_sync_at = NULL, is_complete = false,"
                 " last_error = NULL, reset_at = clock_timestamp() WHERE sync_name = $1",
                 sync_name,
@@ -247,7 +263,7 @@ class StateStore:
     async def runs(self, conn: asyncpg.Connection, sync_name: str, limit: int) -> list[RunRecord]:
         rows = await conn.fetch(
             f"SELECT run_id, sync_name, trigger, started_at, finished_at, status, batches,"
-            f" rows_read, rows_written, rows_unchanged, error FROM {self._runs}"
+            f" rows_read, rows_written, rows_unchanged, values_cleaned, error FROM {self._runs}"
             " WHERE sync_name = $1 ORDER BY started_at DESC LIMIT $2",
             sync_name,
             limit,

@@ -26,9 +26,17 @@ _COMPARED_AS_TEXT = {"json", "xml", "point", "line", "lseg", "box", "path", "pol
 class TargetTable:
     """One sync's target table, bound to the connection that writes its batches."""
 
-    def __init__(self, name: TableName, shape: Shape) -> None:
+    def __init__(
+        self, name: TableName, shape: Shape, type_overrides: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.shape = shape
+        self._overrides = type_overrides or {}
+        unknown = set(self._overrides) - {c.name for c in shape.columns}
+        if unknown:
+            raise SchemaMismatch(
+                "'types' names columns the sync does not read: " + ", ".join(sorted(unknown))
+            )
         self._column_list = ", ".join(quote_ident(c.target_name) for c in shape.columns)
         self._direct_copy_possible = False
         self._upsert = self._upsert_sql()
@@ -95,7 +103,10 @@ class TargetTable:
         return {row[0]: row[1] for row in rows}
 
     async def _create(self, conn: asyncpg.Connection) -> None:
-        definitions = [f"{quote_ident(c.target_name)} {c.pg_type}" for c in self.shape.columns]
+        definitions = [
+            f"{quote_ident(c.target_name)} {self._overrides.get(c.name, c.pg_type)}"
+            for c in self.shape.columns
+        ]
         keys = ", ".join(quote_ident(self.shape.column(k).target_name) for k in self.shape.key)
         try:
             await conn.execute(

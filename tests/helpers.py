@@ -68,7 +68,7 @@ class Recorder:
         self.first_batch.set()
         if len(self.reports) >= 5:
             self.fifth_batch.set()
-        if self.stop is not None and self.stop_after is not None <= len(self.reports):
+        if self.stop is not None and len(self.reports) >= (self.stop_after or 0):
             self.stop.set()
 
 

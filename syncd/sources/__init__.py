@@ -53,6 +53,8 @@ class Window:
     lookback: timedelta | None = None
     until: Position | None = None
     """Up to and including this position; None is the end of the source."""
+    snapshot: str | None = None
+    """The snapshot a resumed pass must keep reading at (an Oracle SCN), if it had one."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class CopyBatch:
     data: bytes
     rows: int
     end: Position
+    snapshot: str | None = None
+    values_cleaned: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class RecordBatch:
 
     records: list[tuple[Any, ...]]
     end: Position
+    snapshot: str | None = None
+    """The snapshot this batch was read at, saved with the position."""
+    values_cleaned: int = 0
+    """Values changed to fit PostgreSQL, such as text with NUL characters stripped."""
 
     @property
     def rows(self) -> int:
@@ -77,6 +85,10 @@ class RecordBatch:
 
 
 Batch = CopyBatch | RecordBatch
+
+
+class SnapshotExpired(Exception):
+    """The source can no longer read at the pass's snapshot; the pass must start over."""
 
 
 class Source(Protocol):
@@ -91,6 +103,15 @@ class Source(Protocol):
     def read(self, window: Window, batch_size: int) -> AsyncIterator[Batch]:
         """Batches of at most ``batch_size`` rows in keyset order, each ending at a key boundary."""
         ...
+
+
+async def check_source(config: PostgresSourceConfig | OracleSourceConfig) -> str:
+    """Connect once and say what answered, for ``syncd check-config``."""
+    if isinstance(config, PostgresSourceConfig):
+        from syncd.sources.postgres import check_postgres
+
+        return await check_postgres(config.dsn, config.secret())
+    raise SourceError("kind: oracle sources are not supported by this build yet")
 
 
 def open_source(

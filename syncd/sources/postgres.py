@@ -36,6 +36,14 @@ async def open_postgres_source(
         await _close(conn)
 
 
+async def check_postgres(dsn: str, password: str | None) -> str:
+    conn = await pg.connect(dsn, password)
+    try:
+        return f"PostgreSQL {await conn.fetchval('SHOW server_version')}"
+    finally:
+        await _close(conn)
+
+
 async def _close(conn: asyncpg.Connection) -> None:
     try:
         await conn.close(timeout=5)

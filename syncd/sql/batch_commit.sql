@@ -7,6 +7,7 @@ WITH state AS (
            total_synced   = total_synced + $4,
            last_sync_at   = clock_timestamp(),
            is_complete    = $6,
+           snapshot       = $8,
            last_error     = NULL
      WHERE sync_name = $1
 )
@@ -14,5 +15,6 @@ UPDATE {schema}.runs
    SET batches        = batches + 1,
        rows_read      = rows_read + $3,
        rows_written   = rows_written + $4,
-       rows_unchanged = rows_unchanged + $5
+       rows_unchanged = rows_unchanged + $5,
+       values_cleaned = values_cleaned + $9
  WHERE run_id = $7
