@@ -9,9 +9,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -27,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, UnknownSync
 from syncd.identifiers import TableName, quote_ident
 from syncd.redact import redact
 
@@ -78,6 +80,11 @@ class _Secrets(_Model):
         if self.password is not None and self.password.get_secret_value() and self.password_file:
             raise ValueError("give password or password_file, not both")
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A DSN may carry a password of its own; repr() must not show it.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name == "dsn" and isinstance(value, str) else value
 
     def secret(self) -> str | None:
         if self.password_file is not None:
@@ -263,19 +270,27 @@ class Config(_Model):
             elif len(self.syncs) == 1:
                 name = next(iter(self.syncs))
             else:
-                raise ConfigError("name a sync: there is no default_sync and more than one sync")
+                raise UnknownSync("name a sync: there is no default_sync and more than one sync")
         try:
             return name, self.syncs[name]
         except KeyError:
             known = ", ".join(sorted(self.syncs)) or "none"
-            raise ConfigError(f"unknown sync {name!r} (configured: {known})") from None
+            raise UnknownSync(f"unknown sync {name!r} (configured: {known})") from None
 
     def secrets(self) -> list[str]:
         """Every secret this config holds, for scrubbing text before it is shown."""
-        found = [s.secret() for s in [self.target, *self.sources.values()]]
+        holders = [self.target, *self.sources.values()]
+        found = [s.secret() for s in holders] + [_dsn_password(s.dsn) for s in holders]
         if self.api.token is not None:
             found.append(self.api.token.get_secret_value())
         return [s for s in found if s]
+
+
+def _dsn_password(dsn: str) -> str | None:
+    try:
+        return urlsplit(dsn).password
+    except ValueError:
+        return None
 
 
 def interpolate(value: Any, environ: dict[str, str] | os._Environ[str], path: str = "") -> Any:

@@ -22,6 +22,12 @@ class ConfigError(SyncdError):
     exit_code = 78  # EX_CONFIG
 
 
+class UnknownSync(SyncdError):
+    """No sync has that name."""
+
+    exit_code = 2  # a usage error: the config is fine, the request is not
+
+
 class AlreadyRunning(SyncdError):
     """The sync is already running elsewhere."""
 

@@ -82,3 +82,17 @@ async def run_sync(
 ) -> RunResult:
     engine = Engine(config, observer=observer, stop=stop)
     return await engine.run(RunRequest(sync_name=name, **request))  # type: ignore[arg-type]
+
+
+async def wait_for_value(conn: asyncpg.Connection, query: str, *, timeout: float = 30.0) -> object:
+    """Poll ``query`` until it returns something other than NULL (or its table appears)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            value = await conn.fetchval(query)
+        except asyncpg.UndefinedTableError:
+            value = None
+        if value is not None:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing from {query!r} within {within} s")

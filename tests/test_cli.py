@@ -1,0 +1,198 @@
+"""The command line, run as a real process against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import yaml
+
+from tests.helpers import create_items, fingerprint, wait_for_value
+
+ITEMS = {
+    "table": "src.items",
+    "key": ["id"],
+    "cursor": "updated_at",
+    "target_table": "public.items",
+}
+
+
+def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def syncd_async(config: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncd",
+        "-c",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_sync_status_and_reset(conn: asyncpg.Connection, make_config) -> None:
+    await create_items(conn, 500)
+    _, path = make_config({"items": ITEMS | {"batch_size": 100}})
+
+    code, out, err = await syncd_async(path, "sync", "items")
+    assert code == 0, err
+    assert "items: succeeded: 500 rows read, 500 written, 0 unchanged in 5 batches" in err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in lines].count("batch_committed") == 5
+    assert all(e["level"] and e["timestamp"].endswith("Z") for e in lines)
+
+    code, out, _ = await syncd_async(path, "status", "items", "--json")
+    status = json.loads(out)
+    assert code == 0
+    assert status | {"last_sync_at": None} == status | {
+        "sync_name": "items",
+        "current_offset": 500,
+        "total_synced": 500,
+        "is_complete": True,
+        "total_in_db": 500,
+        "running": False,
+        "last_sync_at": None,
+    }
+    code, out, _ = await syncd_async(path, "status")
+    assert code == 0 and out.splitlines()[1].split()[:5] == [
+        "items",
+        "complete",
+        "500",
+        "500",
+        "500",
+    ]
+
+    code, out, _ = await syncd_async(path, "reset", "items")
+    assert code == 0 and "reset" in out
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 500
+    state = await conn.fetchrow(
+        "SELECT position, current_offset, total_synced FROM syncd.sync_state"
+    )
+    assert tuple(state) == (None, 0, 0)
+
+
+async def test_full_refresh_rereads_everything_and_keeps_counting(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 300)
+    _, path = make_config({"items": ITEMS | {"batch_size": 100}})
+    assert (await syncd_async(path, "sync", "items"))[0] == 0
+
+    code, _, err = await syncd_async(path, "sync", "items", "--full-refresh")
+
+    assert code == 0 and "300 rows read, 0 written, 300 unchanged" in err
+    assert await conn.fetchval("SELECT current_offset FROM syncd.sync_state") == 600
+
+
+async def test_a_second_process_is_refused_with_exit_75_naming_the_holder(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 20_000)
+    _, path = make_config({"items": ITEMS | {"batch_size": 5}})
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncd",
+        "-c",
+        str(path),
+        "sync",
+        "items",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        holder = await wait_for_value(conn, "SELECT holder_pid FROM syncd.sync_state")
+        assert holder == first.pid
+
+        code, _, err = await syncd_async(path, "sync", "items")
+        assert code == 75
+        assert f"already running: held by pid {first.pid} on " in err
+
+        code, _, err = await syncd_async(path, "reset", "items")
+        assert code == 75 and "reset refused while it runs" in err
+
+        code, out, _ = await syncd_async(path, "status", "items", "--json")
+        assert json.loads(out)["running"] is True
+    finally:
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+
+
+async def test_usage_errors_exit_2(make_config) -> None:
+    _, path = make_config({"items": ITEMS})
+    assert syncd(path, "sync", "items", "--batch-size", "0").returncode == 2
+    assert syncd(path, "frobnicate").returncode == 2
+    done = syncd(path, "sync", "nope")
+    assert done.returncode == 2 and "unknown sync 'nope' (configured: items)" in done.stderr
+
+
+async def test_a_failing_sync_exits_1_with_the_error(conn: asyncpg.Connection, make_config) -> None:
+    _, path = make_config({"items": ITEMS | {"table": "src.missing"}})
+    code, _, err = await syncd_async(path, "sync", "items")
+    assert code == 1
+    assert 'relation "src.missing" does not exist' in err
+
+
+async def test_check_config_reaches_every_database_without_showing_passwords(
+    db: str, tmp_path: Path
+) -> None:
+    document = {
+        "target": {"dsn": db},
+        "sources": {
+            "good": {"kind": "postgres", "dsn": db},
+            "bad": {"kind": "postgres", "dsn": "postgresql://who:pa55word@127.0.0.1:1/x"},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    done = syncd(path, "check-config")
+
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0] == "config: ok (2 sources, 0 syncs)"
+    assert lines[1].startswith("target: ok (") and "PostgreSQL 1" in lines[1]
+    assert lines[2].startswith("source good: ok (")
+    assert lines[3].startswith("source bad: FAILED (postgresql://who:***@127.0.0.1:1/x)")
+    assert "pa55word" not in done.stdout + done.stderr
+
+
+async def test_demo_makes_and_syncs_realistic_opportunities(
+    conn: asyncpg.Connection, db: str, tmp_path: Path
+) -> None:
+    config = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = os.environ | {"SYNCD_TARGET_DSN": db, "SYNCD_DEMO_DSN": db}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "-c", str(path), "demo", "--rows", "2500"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "2500 rows read, 2500 written" in done.stderr
+    source = await fingerprint(conn, "syncd_demo.opportunities", "opportunity_id")
+    assert source[0] == 2500
+    assert await fingerprint(conn, "syncd_demo.minimal_opportunities", "opportunity_id") == source

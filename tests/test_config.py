@@ -1,0 +1,197 @@
+"""The config file: every mistake is named with its key path, and no secret is ever shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load_config, parse_duration
+from syncd.errors import ConfigError
+
+VALID = """
+target: {dsn: "postgresql://app:hunter2@db.example/app"}
+sources:
+  crm: {kind: oracle, dsn: "db:1521/FREEPDB1", user: bqs, password: "s3cr3t-oracle"}
+  demo: {kind: postgres, dsn: "postgresql://127.0.0.1/postgres"}
+syncs:
+  opps:
+    source: crm
+    table: CRM.OPPORTUNITIES
+    key: [OPPORTUNITY_ID]
+    cursor: LAST_UPDATE_DATE
+    lookback: 5m
+    target_table: public.minimal_opportunities
+    schedule: {every: 15m}
+default_sync: opps
+api: {token: "t0ken-value"}
+"""
+
+SECRETS = ("hunter2", "s3cr3t-oracle", "t0ken-value")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    message = str(caught.value)
+    for secret in SECRETS:
+        assert secret not in message
+    return message
+
+
+def test_the_shipped_config_is_valid() -> None:
+    config = load_config(Path(__file__).parent.parent / "config.yaml")
+    assert config.default_sync == "oracle_opportunities"
+    assert config.syncs["oracle_opportunities"].lookback == timedelta(minutes=5)
+
+
+def test_a_valid_file_reads_as_written(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    name, sync = config.sync(None)
+    assert name == "opps"
+    assert sync.target.schema == "public" and sync.target.name == "minimal_opportunities"
+    assert sync.schedule is not None and sync.schedule.every == timedelta(minutes=15)
+    assert sorted(config.secrets()) == sorted(SECRETS)
+    assert "hunter2" not in repr(config) and "s3cr3t" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("batch_size: 1000", "batchsize: 1000"),
+            r"syncs.opps.batchsize: unknown key 'batchsize'; did you mean 'batch_size'\?",
+        ),
+        (
+            ("source: crm", "source: erp"),
+            r"syncs.opps.source: unknown source 'erp' \(configured: crm, demo\)",
+        ),
+        (
+            ("table: CRM.OPPORTUNITIES", "table: CRM.OPPORTUNITIES\n    query: SELECT 1"),
+            r"give exactly one of 'table' or 'query'",
+        ),
+        (
+            ("batch_size: 1000", "batch_size: 0"),
+            r"syncs.opps.batch_size: Input should be greater than or equal to 1 \(found 0\)",
+        ),
+        (
+            ("lookback: 5m", "lookback: 5 minutes"),
+            r"syncs.opps.lookback: expected a duration such as 30s, 15m, 1h or 2d"
+            r" \(found '5 minutes'\)",
+        ),
+        (("{every: 15m}", "{cron: '61 * * * *'}"), r"syncs.opps.schedule.cron: .*61"),
+        (
+            ("{every: 15m}", "{hourly: true}"),
+            r"syncs.opps.schedule: expected \{every: DURATION\} or \{cron:",
+        ),
+        (("kind: oracle", "kind: mysql"), r"sources.crm: .*'mysql'"),
+        (("default_sync: opps", "default_sync: nope"), r"default_sync: unknown sync 'nope'"),
+        (
+            ("key: [OPPORTUNITY_ID]", "key: [OPPORTUNITY_ID, OPPORTUNITY_ID]"),
+            r"names must not repeat",
+        ),
+    ],
+)
+def test_mistakes_are_named_with_their_key_path(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    text = VALID.replace("    schedule:", "    batch_size: 1000\n    schedule:")
+    assert change[0] in text
+    message = error_for(tmp_path, text.replace(*change, 1))
+    assert pytest.importorskip("re").search(expected, message), message
+
+
+def test_a_bad_password_value_is_not_echoed(tmp_path: Path) -> None:
+    message = error_for(
+        tmp_path, VALID.replace('password: "s3cr3t-oracle"', "password: [s3cr3t-oracle]")
+    )
+    assert "sources.crm.password" in message
+
+
+def test_environment_values_and_defaults(tmp_path: Path) -> None:
+    text = VALID.replace(
+        '"postgresql://127.0.0.1/postgres"', '"${DEMO_DSN:-postgresql://fallback/db}"'
+    )
+    text = text.replace('"s3cr3t-oracle"', '"${ORACLE_PASSWORD}"')
+    config = load_config(write(tmp_path, text), environ={"ORACLE_PASSWORD": "from-env"})
+    assert config.sources["demo"].dsn == "postgresql://fallback/db"
+    assert config.sources["crm"].secret() == "from-env"
+    with pytest.raises(
+        ConfigError, match=r"sources.crm.password: environment variable ORACLE_PASSWORD is not set"
+    ):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_password_file_relative_to_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "oracle").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    config = load_config(
+        write(tmp_path, VALID.replace('password: "s3cr3t-oracle"', "password_file: oracle"))
+    )
+    assert config.sources["crm"].secret() == "from-credential"
+
+
+def test_empty_token_means_no_token(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID.replace('"t0ken-value"', '""')))
+    assert config.api.token is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("2d", timedelta(days=2)),
+        ("1h30m", timedelta(minutes=90)),
+        ("250ms", timedelta(milliseconds=250)),
+    ],
+)
+def test_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "m5", "1.5h", "-1m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
+    assert "not valid YAML" in error_for(tmp_path, "syncs: [unclosed")
+    assert "expected a mapping at the top level, found a list" in error_for(tmp_path, "- a\n- b\n")
+
+
+def test_the_cli_exits_78_naming_the_problem_and_not_the_password(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("lookback: 5m", "lookback: soon"))
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "-c", str(path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78
+    assert "syncs.opps.lookback" in done.stderr and "'soon'" in done.stderr
+    for secret in SECRETS:
+        assert secret not in done.stderr + done.stdout
+
+
+def test_a_missing_config_file_exits_78(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "-c", str(tmp_path / "absent.yaml"), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78
+    assert "cannot read the config file" in done.stderr
