@@ -84,7 +84,7 @@ async def run_sync(
     return await engine.run(RunRequest(sync_name=name, **request))  # type: ignore[arg-type]
 
 
-async def wait_for_value(conn: asyncpg.Connection, query: str, *, timeout: float = 30.0) -> object:
+async def wait_for_value(conn: asyncpg.Connection, query: str, *, within: float = 30.0) -> object:
     """Poll ``query`` until it returns something other than NULL (or its table appears)."""
     deadline = asyncio.get_running_loop().time() + within
     while asyncio.get_running_loop().time() < deadline:

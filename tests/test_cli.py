@@ -32,17 +32,13 @@ def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def syncd_async(config: Path, *args: str) -> tuple[int, str, str]:
+async def syncd_async(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syncd",
-        "-c",
-        str(config),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+        sys.executable, "-m", "syncd", "-c", str(config), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -183,16 +179,10 @@ async def test_demo_makes_and_syncs_realistic_opportunities(
     path.write_text(yaml.safe_dump(config))
     env = os.environ | {"SYNCD_TARGET_DSN": db, "SYNCD_DEMO_DSN": db}
 
-    done = subprocess.run(
-        [sys.executable, "-m", "syncd", "-c", str(path), "demo", "--rows", "2500"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    code, _, err = await syncd_async(path, "demo", "--rows", "2500", env=env)
 
-    assert done.returncode == 0, done.stderr
-    assert "2500 rows read, 2500 written" in done.stderr
+    assert code == 0, err
+    assert "2500 rows read, 2500 written" in err
     source = await fingerprint(conn, "syncd_demo.opportunities", "opportunity_id")
     assert source[0] == 2500
     assert await fingerprint(conn, "syncd_demo.minimal_opportunities", "opportunity_id") == source
