@@ -19,6 +19,7 @@ import asyncpg
 
 from syncd import logs, pg
 from syncd.config import Config, load_config
+from syncd.daemon import serve
 from syncd.demo import DEMO_SYNC, create_demo_source
 from syncd.embedded import embedded_postgres
 from syncd.engine import Engine, RunRequest
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("check-config", help="validate the config and reach every database")
 
+    commands.add_parser("run", help="run the daemon: schedules, HTTP API, systemd notify")
+
     demo = commands.add_parser("demo", help="make a demo source table and sync it")
     demo.add_argument("--rows", type=_positive_int, default=10_000, metavar="N")
     return parser
@@ -81,7 +84,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    path = args.config or Path(os.environ.get("SYNCD_CONFIG", "config.yaml"))
+    path = args.config_path = args.config or Path(os.environ.get("SYNCD_CONFIG", "config.yaml"))
     secrets: list[str] = []
     try:
         config = load_config(path)
@@ -246,10 +249,15 @@ async def _demo_on(config: Config, args: argparse.Namespace) -> int:
     return await _run_with_progress(config, RunRequest(sync_name=DEMO_SYNC, trigger="cli"))
 
 
+async def _run(config: Config, args: argparse.Namespace) -> int:
+    return await serve(args.config_path, config)
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "sync": _sync,
     "status": _status,
     "reset": _reset,
     "check-config": _check_config,
     "demo": _demo,
+    "run": _run,
 }

@@ -235,6 +235,7 @@ class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token: SecretStr | None = None
+    max_batch_size: int = Field(default=100_000, ge=1, le=1_000_000)
 
 
 class LoggingConfig(_Model):
@@ -249,6 +250,8 @@ class Config(_Model):
     default_sync: str | None = None
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
+    grace_period: Duration = timedelta(seconds=30)
+    """How long a stopping daemon lets runs commit their batch in flight before cancelling."""
 
     @model_validator(mode="after")
     def _references(self) -> Config:

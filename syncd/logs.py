@@ -60,6 +60,8 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # APScheduler narrates every job it adds and runs; our own run events say what matters.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
     structlog.configure(
         processors=[
             *shared,

@@ -17,10 +17,9 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-import asyncpg
-
 from syncd.errors import AlreadyRunning
 from syncd.identifiers import quote_ident
+from syncd.pg import Conn
 
 Position = tuple[str | None, ...]
 
@@ -77,7 +76,7 @@ class StateStore:
         digest = hashlib.sha256(f"syncd:{self.schema}:{sync_name}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    async def migrate(self, conn: asyncpg.Connection) -> None:
+    async def migrate(self, conn: Conn) -> None:
         """Create or upgrade the state schema; safe when several processes start at once."""
         versions = f"{quote_ident(self.schema)}.schema_version"
         async with conn.transaction():
@@ -94,7 +93,7 @@ class StateStore:
                     await conn.execute(_sql(name, self.schema))
                     await conn.execute(f"INSERT INTO {versions} (version) VALUES ($1)", version)
 
-    async def claim(self, conn: asyncpg.Connection, sync_name: str, run_id: str) -> None:
+    async def claim(self, conn: Conn, sync_name: str, run_id: str) -> None:
         """Take the sync's lock for this session, or raise AlreadyRunning naming the holder."""
         await conn.execute(
             f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
@@ -118,7 +117,7 @@ class StateStore:
             run_id,
         )
 
-    async def release(self, conn: asyncpg.Connection, sync_name: str, run_id: str) -> None:
+    async def release(self, conn: Conn, sync_name: str, run_id: str) -> None:
         await conn.execute(
             f"UPDATE {self._table} SET holder_host = NULL, holder_pid = NULL,"
             " holder_since = NULL, holder_run_id = NULL"
@@ -128,7 +127,7 @@ class StateStore:
         )
         await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key(sync_name))
 
-    async def _held_message(self, conn: asyncpg.Connection, sync_name: str) -> str:
+    async def _held_message(self, conn: Conn, sync_name: str) -> str:
         row = await conn.fetchrow(
             f"SELECT holder_host, holder_pid, holder_since, holder_run_id"
             f" FROM {self._table} WHERE sync_name = $1",
@@ -142,15 +141,24 @@ class StateStore:
             f" (run {row['holder_run_id']})"
         )
 
-    async def is_running(self, conn: asyncpg.Connection, sync_name: str) -> bool:
-        """Ask the lock itself: holder columns outlive a killed process, the lock does not."""
-        key = self.lock_key(sync_name)
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            return False
-        return True
+    async def is_running(self, conn: Conn, sync_name: str) -> bool:
+        """Ask the lock itself: holder columns outlive a killed process, the lock does not.
 
-    async def load(self, conn: asyncpg.Connection, sync_name: str) -> SyncState:
+        Reads pg_locks rather than trying the lock, so that two callers asking at
+        once cannot each see the other's probe and both conclude "running".
+        """
+        key = self.lock_key(sync_name)
+        return bool(
+            await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid = (($1::bigint >> 32) & 4294967295)::oid"
+                " AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 AND granted)",
+                key,
+            )
+        )
+
+    async def load(self, conn: Conn, sync_name: str) -> SyncState:
         row = await conn.fetchrow(f"SELECT * FROM {self._table} WHERE sync_name = $1", sync_name)
         if row is None:
             return SyncState(sync_name, None, 0, 0, None, False, None, None, None, None, None, None)
@@ -169,9 +177,7 @@ class StateStore:
             snapshot=row["snapshot"],
         )
 
-    async def start_run(
-        self, conn: asyncpg.Connection, sync_name: str, run_id: str, trigger: str
-    ) -> None:
+    async def start_run(self, conn: Conn, sync_name: str, run_id: str, trigger: str) -> None:
         await conn.execute(
             f"INSERT INTO {self._runs} (run_id, sync_name, trigger) VALUES ($1, $2, $3)",
             run_id,
@@ -181,7 +187,7 @@ class StateStore:
 
     async def commit_batch(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         *,
         sync_name: str,
         run_id: str,
@@ -206,7 +212,7 @@ class StateStore:
             values_cleaned,
         )
 
-    async def mark_complete(self, conn: asyncpg.Connection, sync_name: str) -> None:
+    async def mark_complete(self, conn: Conn, sync_name: str) -> None:
         """The source had no rows after the last full batch: the sync has caught up."""
         await conn.execute(
             f"UPDATE {self._table} SET is_complete = true, snapshot = NULL,"
@@ -215,7 +221,7 @@ class StateStore:
             sync_name,
         )
 
-    async def restart_pass(self, conn: asyncpg.Connection, sync_name: str) -> None:
+    async def restart_pass(self, conn: Conn, sync_name: str) -> None:
         """Forget a pass's position and snapshot, keeping the counters."""
         await conn.execute(
             f"UPDATE {self._table} SET position = NULL, snapshot = NULL, is_complete = false"
@@ -224,7 +230,7 @@ class StateStore:
         )
 
     async def finish_run(
-        self, conn: asyncpg.Connection, sync_name: str, run_id: str, status: str, error: str | None
+        self, conn: Conn, sync_name: str, run_id: str, status: str, error: str | None
     ) -> None:
         async with conn.transaction():
             await conn.execute(
@@ -241,7 +247,7 @@ class StateStore:
                     error,
                 )
 
-    async def reset(self, conn: asyncpg.Connection, sync_name: str) -> None:
+    async def reset(self, conn: Conn, sync_name: str) -> None:
         """Start the sync over from the beginning; the target table's rows are left alone."""
         await conn.execute(
             f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
@@ -260,7 +266,7 @@ class StateStore:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key(sync_name))
 
-    async def runs(self, conn: asyncpg.Connection, sync_name: str, limit: int) -> list[RunRecord]:
+    async def runs(self, conn: Conn, sync_name: str, limit: int) -> list[RunRecord]:
         rows = await conn.fetch(
             f"SELECT run_id, sync_name, trigger, started_at, finished_at, status, batches,"
             f" rows_read, rows_written, rows_unchanged, values_cleaned, error FROM {self._runs}"

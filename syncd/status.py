@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from syncd.config import SyncConfig
+from syncd.pg import Conn
 from syncd.state import StateStore
 
 
@@ -34,9 +33,7 @@ class SyncStatus:
         return data
 
 
-async def collect_status(
-    conn: asyncpg.Connection, store: StateStore, name: str, sync: SyncConfig
-) -> SyncStatus:
+async def collect_status(conn: Conn, store: StateStore, name: str, sync: SyncConfig) -> SyncStatus:
     state = await store.load(conn, name)
     running = await store.is_running(conn, name)
     target = sync.target

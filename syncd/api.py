@@ -1,0 +1,433 @@
+"""The HTTP API: the seed's /api/batch-sync/* contract, probes, metrics and docs.
+
+Every answer is JSON, errors included: a precise message for a bad request,
+and for anything unexpected a 500 that names no internals. State lives on the
+application under typed keys; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+import swagger_ui_bundle
+from aiohttp import web
+
+from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
+from syncd.metrics import Metrics
+from syncd.openapi import openapi_document
+from syncd.runner import Busy, LiveRun, NotAccepting, Runner
+from syncd.scheduler import Schedules
+from syncd.state import StateStore
+from syncd.status import collect_status
+
+log = structlog.get_logger("syncd.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_NAME_LENGTH = 200
+PREFIX = "/api/batch-sync"
+SEED_ENDPOINTS = [
+    f"POST {PREFIX}/start",
+    f"POST {PREFIX}/start-sync",
+    f"GET {PREFIX}/status",
+    f"POST {PREFIX}/reset",
+    f"GET {PREFIX}/count",
+    f"GET {PREFIX}/health",
+]
+
+
+@dataclass
+class Services:
+    """What the handlers need, passed in by the composition root."""
+
+    runner: Runner
+    schedules: Schedules
+    store: StateStore
+    metrics: Metrics
+    pool: asyncpg.Pool | None = None
+    """None until the target database first answered."""
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+class ApiError(SyncdError):
+    """The request cannot be served."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
+    return web.json_response(body, status=status, headers=headers or None, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_encode)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json(status, {"status": "error", "message": message, **extra})
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, str(exc), **exc.extra)
+    except UnknownSync as exc:
+        return _error(404, str(exc))
+    except Busy as exc:
+        return _error(409, str(exc), run_id=exc.run_id)
+    except AlreadyRunning as exc:
+        return _error(409, str(exc), run_id=None)
+    except NotAccepting as exc:
+        return _error(503, str(exc))
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return _error(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason, **dict(_allow_header(exc)))
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        log.warning("target_unavailable", path=request.path, error=type(exc).__name__)
+        return _error(503, "the target database is not reachable right now")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("request_failed", path=request.path)
+        return _error(500, "internal error; the daemon's log has the details")
+
+
+def _allow_header(exc: web.HTTPException) -> list[tuple[str, str]]:
+    allow = exc.headers.get("Allow")
+    return [("allowed_methods", allow)] if allow else []
+
+
+@web.middleware
+async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SERVICES].runner.config.api.token
+    if token is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+        given = request.headers.get("Authorization", "")
+        scheme, _, credential = given.partition(" ")
+        expected = token.get_secret_value().encode()
+        # compare_digest takes the same time whatever the first differing byte is.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), expected):
+            return _json(
+                401,
+                {"status": "error", "message": "missing or wrong bearer token"},
+                **{"WWW-Authenticate": 'Bearer realm="syncd"'},
+            )
+    return await handler(request)
+
+
+def create_app(services: Services) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_as_json, bearer_token], client_max_size=MAX_BODY_BYTES
+    )
+    app[SERVICES] = services
+    app.router.add_post(f"{PREFIX}/start", start)
+    app.router.add_post(f"{PREFIX}/start-sync", start_sync)
+    app.router.add_get(f"{PREFIX}/status", status)
+    app.router.add_post(f"{PREFIX}/reset", reset)
+    app.router.add_get(f"{PREFIX}/count", count)
+    app.router.add_get(f"{PREFIX}/health", health)
+    app.router.add_get(f"{PREFIX}/syncs", syncs)
+    app.router.add_get(f"{PREFIX}/runs", runs)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/docs", docs)
+    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
+    return app
+
+
+# ---- request parsing ---------------------------------------------------------------
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    unknown = sorted(set(data) - {"batch_size", "sync_name"})
+    if unknown:
+        raise ApiError(
+            400, f"unknown field(s) {', '.join(unknown)}: expected batch_size, sync_name"
+        )
+    return data
+
+
+def _sync_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
+        raise ApiError(400, f"sync_name must be a string of 1 to {MAX_NAME_LENGTH} characters")
+    return value
+
+
+def _batch_size(request: web.Request, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ApiError(400, f"batch_size must be a whole number, found {value!r}") from None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApiError(400, f"batch_size must be a whole number, found {type(value).__name__}")
+    limit = request.app[SERVICES].runner.config.api.max_batch_size
+    if not 1 <= value <= limit:
+        raise ApiError(400, f"batch_size must be between 1 and {limit}, found {value}")
+    return value
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "20")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ApiError(400, f"limit must be a whole number from 1 to 1000, found {text!r}")
+    return int(text)
+
+
+async def _run_params(request: web.Request) -> tuple[str, int | None]:
+    """sync_name and batch_size, from the query string and/or a JSON body."""
+    body = await _body(request)
+    values: dict[str, Any] = dict(request.query) | body
+    name = _sync_name(values.get("sync_name"))
+    batch_size = _batch_size(request, values.get("batch_size"))
+    resolved, _ = request.app[SERVICES].runner.config.sync(name)
+    return resolved, batch_size
+
+
+def _pool(request: web.Request) -> asyncpg.Pool:
+    pool = request.app[SERVICES].pool
+    if pool is None:
+        raise ApiError(503, "the target database is not connected yet")
+    return pool
+
+
+async def _trigger(request: web.Request) -> LiveRun:
+    services = request.app[SERVICES]
+    name, batch_size = await _run_params(request)
+    if services.runner.live(name) is None:
+        async with _pool(request).acquire() as conn:
+            if await services.store.is_running(conn, name):
+                state = await services.store.load(conn, name)
+                raise Busy(
+                    f"sync {name!r} is already running in another process"
+                    f" (pid {state.holder_pid} on {state.holder_host})",
+                    run_id=state.holder_run_id,
+                )
+    return services.runner.trigger(name, trigger="http", batch_size=batch_size)
+
+
+# ---- the seed's contract -------------------------------------------------------------
+
+
+async def start(request: web.Request) -> web.Response:
+    live = await _trigger(request)
+    return _json(
+        202,
+        {
+            "status": "started",
+            "message": f"Batch sync started with batch_size={live.batch_size}",
+            "batch_size": live.batch_size,
+            "sync_name": live.sync_name,
+            "run_id": live.run_id,
+        },
+    )
+
+
+async def start_sync(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    live = await _trigger(request)
+    result = await services.runner.wait(live)
+    common = {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
+    if result.status == "succeeded":
+        async with _pool(request).acquire() as conn:
+            state = await services.store.load(conn, live.sync_name)
+        return _json(
+            200,
+            {
+                "status": "complete",
+                "message": "Batch sync completed successfully",
+                "total_synced": state.total_synced,
+                "rows_this_run": result.rows_read,
+                **common,
+            },
+        )
+    if result.status == "cancelled":
+        return _json(503, {"status": "cancelled", "message": "syncd is shutting down", **common})
+    if result.status == "skipped":
+        return _json(409, {"status": "error", "message": result.error, **common})
+    return _json(
+        502,
+        {"status": "failed", "message": "Batch sync failed", "error": result.error, **common},
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    name = _sync_name(request.query.get("sync_name"))
+    return _json(200, {"status": "success", **await _sync_view(request, name)})
+
+
+async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
+    services = request.app[SERVICES]
+    name, sync = services.runner.config.sync(name)
+    async with _pool(request).acquire() as conn:
+        view = (await collect_status(conn, services.store, name, sync)).as_json()
+    live = services.runner.live(name)
+    last = services.runner.last_result(name)
+    view.update(
+        running=view["running"] or live is not None,
+        run_id=live.run_id if live else view["run_id"],
+        rows_per_second=round(live.rows_per_second, 1) if live else None,
+        source_rows_estimate=live.rows_estimate if live else None,
+        run_rows_read=live.rows_read if live else None,
+        last_run_status=last.status if last else None,
+        schedule=_schedule_text(sync.schedule),
+        next_run_at=services.schedules.next_run_at(name),
+    )
+    return view
+
+
+def _schedule_text(schedule: object) -> str | None:
+    every = getattr(schedule, "every", None)
+    if every is not None:
+        return f"every {int(every.total_seconds())}s"
+    cron = getattr(schedule, "cron", None)
+    return f"cron {cron}" if cron else None
+
+
+async def reset(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    values: dict[str, Any] = dict(request.query) | await _body(request)
+    name, _ = services.runner.config.sync(_sync_name(values.get("sync_name")))
+    live = services.runner.live(name)
+    if live is not None:
+        raise Busy(
+            f"sync {name!r} is running (run {live.run_id}); reset refused", run_id=live.run_id
+        )
+    async with _pool(request).acquire() as conn:
+        await services.store.reset(conn, name)
+    return _json(
+        200,
+        {"status": "success", "message": f"Sync state reset for '{name}'", "sync_name": name},
+    )
+
+
+async def count(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    name, sync = services.runner.config.sync(_sync_name(request.query.get("sync_name")))
+    target = sync.target
+    async with _pool(request).acquire() as conn:
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", target.sql)
+        rows = int(await conn.fetchval(f"SELECT count(*) FROM {target.sql}")) if exists else 0
+    return _json(200, {"status": "success", "count": rows, "table": target.name, "sync_name": name})
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json(200, {"status": "healthy", "module": "syncd", "endpoints": SEED_ENDPOINTS})
+
+
+# ---- additions ---------------------------------------------------------------------------
+
+
+async def syncs(request: web.Request) -> web.Response:
+    names = list(request.app[SERVICES].runner.config.syncs)
+    return _json(200, {"status": "success", "syncs": [await _sync_view(request, n) for n in names]})
+
+
+async def runs(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    name, _ = services.runner.config.sync(_sync_name(request.query.get("sync_name")))
+    limit = _limit(request)
+    async with _pool(request).acquire() as conn:
+        records = await services.store.runs(conn, name, limit)
+    return _json(
+        200,
+        {
+            "status": "success",
+            "sync_name": name,
+            "runs": [
+                record.__dict__
+                | {
+                    "duration_s": (record.finished_at - record.started_at).total_seconds()
+                    if record.finished_at
+                    else None
+                }
+                for record in records
+            ],
+        },
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    reasons = []
+    if services.pool is None:
+        reasons.append("the target database has not answered yet")
+    else:
+        try:
+            async with asyncio.timeout(2):
+                async with services.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            reasons.append(f"the target database does not answer: {type(exc).__name__}")
+    if not services.schedules.running:
+        reasons.append("the scheduler is not running")
+    if reasons:
+        return _json(503, {"status": "unavailable", "reasons": reasons})
+    return _json(200, {"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICES].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(200, openapi_document())
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>syncd API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>
+SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+</script></body></html>
+"""
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_PAGE, content_type="text/html")

@@ -1,0 +1,139 @@
+"""``syncd run``: the composition root of the long-running daemon.
+
+Every resource is an async context on one AsyncExitStack, entered in the order
+the service needs them and left in reverse: the scheduler stops triggering,
+the runner drains, then the pool, the HTTP server and the watchdog go. A stop
+is an Event set by SIGTERM or SIGINT; SIGHUP reloads the config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+from datetime import timedelta
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from syncd import logs, pg, retry
+from syncd.api import Services, create_app
+from syncd.config import ApiConfig, Config, RetryConfig, load_config
+from syncd.errors import ConfigError
+from syncd.metrics import Metrics
+from syncd.notify import Notifier
+from syncd.runner import Runner
+from syncd.scheduler import Schedules
+from syncd.state import StateStore
+
+log = structlog.get_logger("syncd.daemon")
+
+STARTUP_RETRY = RetryConfig(initial_delay=timedelta(seconds=1), max_delay=timedelta(seconds=30))
+
+
+def refuse_open_api(api: ApiConfig) -> None:
+    """An API reachable from other hosts must not be open to all of them."""
+    if api.token is not None:
+        return
+    try:
+        loopback = ipaddress.ip_address(api.host).is_loopback
+    except ValueError:
+        loopback = api.host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"api.host is {api.host}, which other hosts can reach, and api.token is not set:"
+            " set a token or bind to 127.0.0.1"
+        )
+
+
+async def serve(config_path: Path, config: Config) -> int:
+    refuse_open_api(config.api)
+    stop = asyncio.Event()
+    notifier = Notifier()
+    metrics = Metrics()
+    runner = Runner(config, metrics=metrics, notifier=notifier)
+    schedules = Schedules(runner)
+    services = Services(runner, schedules, StateStore(config.target.state_schema), metrics)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, config_path, runner, schedules)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(notifier.close)
+            await stack.enter_async_context(notifier.watchdog())
+            await stack.enter_async_context(_http(services, config.api))
+            pool = await _connect_target(config, stop)
+            if pool is None:
+                return 0
+            stack.push_async_callback(pool.close)
+            async with pool.acquire() as conn:
+                await services.store.migrate(conn)
+            services.pool = pool
+            stack.push_async_callback(runner.drain, config.grace_period.total_seconds())
+            schedules.apply(config, first=True)
+            schedules.start()
+            stack.callback(schedules.shutdown)
+            notifier.ready()
+            log.info("daemon_ready", syncs=list(config.syncs))
+            await stop.wait()
+            log.info("shutdown_started", grace_s=config.grace_period.total_seconds())
+            notifier.stopping()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+    log.info("shutdown_finished")
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _http(services: Services, api: ApiConfig) -> AsyncIterator[None]:
+    app_runner = web.AppRunner(create_app(services), handle_signals=False)
+    await app_runner.setup()
+    try:
+        site = web.TCPSite(app_runner, api.host, api.port)
+        await site.start()
+        for host, port, *_ in app_runner.addresses:
+            log.info("http_listening", host=host, port=port, docs=f"http://{host}:{port}/docs")
+        yield
+    finally:
+        await app_runner.cleanup()
+
+
+async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool | None:
+    """Keep trying until the target answers (readiness stays false) or we are told to stop."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return await pg.create_pool(config.target.dsn, config.target.secret())
+        except Exception as exc:
+            if not retry.is_retryable(exc):
+                raise
+            attempt += 1
+            delay = retry.delay(STARTUP_RETRY, min(attempt, 6))
+            log.warning("retrying", what="target", attempt=attempt, delay_s=round(delay, 2),
+                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return None
+
+
+def _reload(config_path: Path, runner: Runner, schedules: Schedules) -> None:
+    try:
+        config = load_config(config_path)
+        refuse_open_api(config.api)
+    except ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc), kept="the running configuration")
+        return
+    previous = runner.config
+    logs.configure(config.logging.level, config.logging.format, secrets=config.secrets())
+    runner.reconfigure(config)
+    changes = schedules.apply(config)
+    restart_needed = [
+        key for key in ("target", "api") if getattr(config, key) != getattr(previous, key)
+    ]
+    log.info("config_reloaded", **changes, needs_restart_to_apply=restart_needed)

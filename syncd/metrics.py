@@ -1,0 +1,76 @@
+"""Prometheus metrics, kept in a registry of the daemon's own (no process globals)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from syncd.engine import BatchReport, RunResult
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["sync_name"]
+        self.rows_read = Counter(
+            "syncd_rows_read", "Rows read from the source.", labels, registry=self.registry
+        )
+        self.rows_written = Counter(
+            "syncd_rows_written",
+            "Rows inserted or changed in the target.",
+            labels,
+            registry=self.registry,
+        )
+        self.rows_unchanged = Counter(
+            "syncd_rows_unchanged",
+            "Rows re-read that were already up to date.",
+            labels,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "syncd_batch_duration_seconds",
+            "Time to write and commit one batch.",
+            labels,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            "syncd_runs", "Finished runs by outcome.", [*labels, "status"], registry=self.registry
+        )
+        self.running = Gauge(
+            "syncd_running",
+            "1 while a run of the sync is in progress.",
+            labels,
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "syncd_last_success_timestamp_seconds",
+            "When the last run succeeded (Unix time).",
+            labels,
+            registry=self.registry,
+        )
+        self.since_success = Gauge(
+            "syncd_seconds_since_last_success", "Seconds since the last successful run.", labels,
+            registry=self.registry,
+        )  # fmt: skip
+
+    def run_started(self, sync_name: str) -> None:
+        self.running.labels(sync_name).set(1)
+
+    def batch_committed(self, report: BatchReport) -> None:
+        self.rows_read.labels(report.sync_name).inc(report.rows)
+        self.rows_written.labels(report.sync_name).inc(report.rows_written)
+        self.rows_unchanged.labels(report.sync_name).inc(report.rows - report.rows_written)
+        self.batch_seconds.labels(report.sync_name).observe(report.duration_s)
+
+    def run_finished(self, result: RunResult) -> None:
+        self.running.labels(result.sync_name).set(0)
+        self.runs.labels(result.sync_name, result.status).inc()
+        if result.status == "succeeded":
+            finished = time.time()
+            self.last_success.labels(result.sync_name).set(finished)
+            self.since_success.labels(result.sync_name).set_function(lambda: time.time() - finished)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

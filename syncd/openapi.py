@@ -1,0 +1,362 @@
+"""The OpenAPI 3 description of the HTTP API, kept true by tests that call every path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_NAME = {
+    "name": "sync_name",
+    "in": "query",
+    "required": False,
+    "description": "The sync; default_sync (or the only sync) when omitted.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+_BATCH = {
+    "name": "batch_size",
+    "in": "query",
+    "required": False,
+    "description": "Rows per batch for this run; the sync's batch_size when omitted.",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+}
+
+_ERROR = {
+    "type": "object",
+    "required": ["status", "message"],
+    "properties": {
+        "status": {"type": "string"},
+        "message": {"type": "string"},
+        "run_id": {"type": ["string", "null"]},
+    },
+}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_STATUS = {
+    "type": "object",
+    "required": ["status", "sync_name", "current_offset", "total_synced", "last_sync_at",
+                 "is_complete", "total_in_db", "running", "run_id", "position",
+                 "rows_per_second", "source_rows_estimate", "last_error", "next_run_at"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "sync_name": {"type": "string"},
+        "source": {"type": "string"},
+        "target_table": {"type": "string"},
+        "current_offset": {"type": "integer", "description": "Rows read since the last reset."},
+        "total_synced": {"type": "integer", "description": "Rows written since the last reset."},
+        "last_sync_at": _TIME,
+        "is_complete": {"type": "boolean"},
+        "total_in_db": {"type": ["integer", "null"]},
+        "running": {"type": "boolean"},
+        "run_id": {"type": ["string", "null"]},
+        "holder": {"type": ["string", "null"]},
+        "position": {"type": ["array", "null"], "items": {"type": ["string", "null"]}},
+        "rows_per_second": {"type": ["number", "null"]},
+        "source_rows_estimate": {"type": ["integer", "null"]},
+        "run_rows_read": {"type": ["integer", "null"]},
+        "last_run_status": {"type": ["string", "null"]},
+        "last_error": {"type": ["string", "null"]},
+        "schedule": {"type": ["string", "null"]},
+        "next_run_at": _TIME,
+    },
+}  # fmt: skip
+_RUN_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "sync_name": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    meaning = {
+        400: "Malformed request",
+        401: "Missing or wrong bearer token",
+        404: "Unknown sync",
+        409: "The sync is already running",
+        413: "Request body too large",
+        503: "The target database is not reachable, or syncd is shutting down",
+        500: "Unexpected failure (no details in the response)",
+    }
+    return {str(c): _json({"$ref": "#/components/schemas/Error"}, meaning[c]) for c in codes}
+
+
+def openapi_document() -> dict[str, Any]:
+    run_ref = {"$ref": "#/components/schemas/RunBody"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "syncd",
+            "version": "1",
+            "description": "Control and watch syncd's table syncs.",
+        },
+        "tags": [
+            {"name": "Batch Sync", "description": "The batch sync contract, start to reset."},
+            {"name": "Operations", "description": "Probes and metrics."},
+        ],
+        "components": {
+            "schemas": {"Error": _ERROR, "Status": _STATUS, "RunBody": _RUN_BODY},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/api/batch-sync/start": {
+                "post": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Start a sync in the background",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [_NAME, _BATCH],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": run_ref}},
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": [
+                                    "status",
+                                    "message",
+                                    "batch_size",
+                                    "sync_name",
+                                    "run_id",
+                                ],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["started"]},
+                                    "message": {"type": "string"},
+                                    "batch_size": {"type": "integer"},
+                                    "sync_name": {"type": "string"},
+                                    "run_id": {"type": "string"},
+                                },
+                            },
+                            "Started; returns at once",
+                        ),
+                        **_errors(400, 401, 404, 409, 413, 500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/start-sync": {
+                "post": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Run a sync to the end and answer when it is done",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [_NAME, _BATCH],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": run_ref}},
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": [
+                                    "status",
+                                    "message",
+                                    "total_synced",
+                                    "batch_size",
+                                    "sync_name",
+                                    "run_id",
+                                    "rows_this_run",
+                                ],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["complete"]},
+                                    "message": {"type": "string"},
+                                    "total_synced": {"type": "integer"},
+                                    "rows_this_run": {"type": "integer"},
+                                    "batch_size": {"type": "integer"},
+                                    "sync_name": {"type": "string"},
+                                    "run_id": {"type": "string"},
+                                },
+                            },
+                            "The run completed",
+                        ),
+                        "502": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "error"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["failed"]},
+                                    "message": {"type": "string"},
+                                    "error": {"type": ["string", "null"]},
+                                    "batch_size": {"type": "integer"},
+                                    "sync_name": {"type": "string"},
+                                    "run_id": {"type": "string"},
+                                },
+                            },
+                            "The run failed",
+                        ),
+                        **_errors(400, 401, 404, 409, 413, 500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/status": {
+                "get": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Where a sync stands",
+                    "parameters": [_NAME],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Status"}, "The sync's state"),
+                        **_errors(400, 404, 500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/reset": {
+                "post": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Start a sync over; the target table's rows are kept",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [_NAME],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "message", "sync_name"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["success"]},
+                                    "message": {"type": "string"},
+                                    "sync_name": {"type": "string"},
+                                },
+                            },
+                            "Reset",
+                        ),
+                        **_errors(400, 401, 404, 409, 413, 500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/count": {
+                "get": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Rows in the sync's target table",
+                    "parameters": [_NAME],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "count", "table"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["success"]},
+                                    "count": {"type": "integer"},
+                                    "table": {"type": "string"},
+                                    "sync_name": {"type": "string"},
+                                },
+                            },
+                            "The count",
+                        ),
+                        **_errors(400, 404, 500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/health": {
+                "get": {
+                    "tags": ["Batch Sync"],
+                    "summary": "The module's health and its endpoints",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "module", "endpoints"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["healthy"]},
+                                    "module": {"type": "string"},
+                                    "endpoints": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                            "Healthy",
+                        )
+                    },
+                }
+            },
+            "/api/batch-sync/syncs": {
+                "get": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Every configured sync with its state and schedule",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "syncs"],
+                                "properties": {
+                                    "status": {"type": "string"},
+                                    "syncs": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Status"},
+                                    },
+                                },
+                            },
+                            "All syncs",
+                        ),
+                        **_errors(500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/runs": {
+                "get": {
+                    "tags": ["Batch Sync"],
+                    "summary": "Recent runs of a sync, newest first",
+                    "parameters": [_NAME, _LIMIT],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "sync_name", "runs"],
+                                "properties": {
+                                    "status": {"type": "string"},
+                                    "sync_name": {"type": "string"},
+                                    "runs": {"type": "array", "items": {"type": "object"}},
+                                },
+                            },
+                            "Runs",
+                        ),
+                        **_errors(400, 404, 500, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "tags": ["Operations"],
+                    "summary": "Liveness: answers while the event loop runs",
+                    "responses": {"200": _json({"type": "object"}, "Alive")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "tags": ["Operations"],
+                    "summary": "Readiness: the target answers and the scheduler runs",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "reasons"],
+                                "properties": {
+                                    "status": {"type": "string"},
+                                    "reasons": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                            "Not ready, with the reasons",
+                        ),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "tags": ["Operations"],
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+    }
