@@ -1,0 +1,315 @@
+"""The HTTP API through a real aiohttp server and client, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from openapi_spec_validator import validate
+
+from syncd import pg
+from syncd.api import Services, create_app
+from syncd.config import Config
+from syncd.daemon import refuse_open_api
+from syncd.errors import ConfigError
+from syncd.metrics import Metrics
+from syncd.notify import Notifier
+from syncd.runner import Runner
+from syncd.scheduler import Schedules
+from syncd.state import StateStore
+from tests.helpers import create_items, fingerprint
+
+ITEMS = {
+    "table": "src.items",
+    "key": ["id"],
+    "cursor": "updated_at",
+    "target_table": "public.items",
+}
+PREFIX = "/api/batch-sync"
+
+
+@pytest.fixture
+async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
+    """Start the API for a config made from sync specs; the test gets a client."""
+    opened: list[tuple[TestClient[Any, Any], Services]] = []
+
+    async def start(syncs: dict[str, dict[str, Any]], **top: Any) -> TestClient[Any, Any]:
+        config, _ = make_config(syncs, **top)
+        metrics = Metrics()
+        runner = Runner(config, metrics=metrics, notifier=Notifier({}))
+        schedules = Schedules(runner)
+        services = Services(runner, schedules, StateStore("syncd"), metrics)
+        services.pool = await pg.create_pool(config.target.dsn, None)
+        async with services.pool.acquire() as conn:
+            await services.store.migrate(conn)
+        schedules.apply(config)
+        schedules.start()
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(services)))
+        await client.start_server()
+        opened.append((client, services))
+        return client
+
+    yield start
+    for client, services in opened:
+        await services.runner.drain(5)
+        services.schedules.shutdown()
+        await client.close()
+        assert services.pool is not None
+        await services.pool.close()
+
+
+async def body(response: ClientResponse, status: int) -> dict[str, Any]:
+    data = await response.json()
+    assert response.status == status, data
+    assert isinstance(data, dict)
+    return data
+
+
+async def wait_idle(client: TestClient[Any, Any], name: str) -> dict[str, Any]:
+    for _ in range(500):
+        status = await body(await client.get(f"{PREFIX}/status?sync_name={name}"), 200)
+        if not status["running"]:
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError("the sync kept running")
+
+
+async def test_seed_scenario_1_fresh_sync(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 150)
+    client = await api({"oracle_opportunities": ITEMS}, default_sync="oracle_opportunities")
+
+    reset = await body(await client.post(f"{PREFIX}/reset"), 200)
+    assert reset == {
+        "status": "success",
+        "message": "Sync state reset for 'oracle_opportunities'",
+        "sync_name": "oracle_opportunities",
+    }
+    started = await body(await client.post(f"{PREFIX}/start", json={"batch_size": 10}), 202)
+    assert started["status"] == "started"
+    assert started["message"] == "Batch sync started with batch_size=10"
+    assert started["batch_size"] == 10 and started["sync_name"] == "oracle_opportunities"
+    assert len(started["run_id"]) == 32
+
+    status = await wait_idle(client, "oracle_opportunities")
+    assert status["status"] == "success"
+    assert (status["current_offset"], status["total_synced"], status["total_in_db"]) == (
+        150,
+        150,
+        150,
+    )
+    assert status["is_complete"] is True and status["last_sync_at"]
+    count = await body(await client.get(f"{PREFIX}/count"), 200)
+    assert count == {
+        "status": "success",
+        "count": 150,
+        "table": "items",
+        "sync_name": "oracle_opportunities",
+    }
+
+
+async def test_seed_scenario_2_resume_and_3_monitor(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 150)
+    client = await api({"opps": ITEMS})
+    # The seed's start-sync example: query string only, no body.
+    first = await body(await client.post(f"{PREFIX}/start-sync?batch_size=5"), 200)
+    assert first["status"] == "complete"
+    assert first["message"] == "Batch sync completed successfully"
+    assert (first["total_synced"], first["rows_this_run"], first["batch_size"]) == (150, 150, 5)
+
+    await create_items(conn, 50, start_id=151)
+    started = await body(
+        await client.post(f"{PREFIX}/start", json={"batch_size": 5, "sync_name": "opps"}), 202
+    )
+    status = await wait_idle(client, "opps")
+    assert (status["current_offset"], status["total_synced"], status["is_complete"]) == (
+        200,
+        200,
+        True,
+    )
+    runs = await body(await client.get(f"{PREFIX}/runs?sync_name=opps&limit=5"), 200)
+    assert [r["status"] for r in runs["runs"]] == ["succeeded", "succeeded"]
+    assert runs["runs"][0]["run_id"] == started["run_id"] and runs["runs"][0]["rows_read"] == 50
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+
+
+async def test_busy_sync_is_409_with_the_run_id(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 5_000)
+    client = await api({"opps": ITEMS | {"batch_size": 5}})
+    started = await body(await client.post(f"{PREFIX}/start"), 202)
+
+    for method, path in [("post", "start"), ("post", "start-sync"), ("post", "reset")]:
+        refused = await body(await getattr(client, method)(f"{PREFIX}/{path}"), 409)
+        assert refused["run_id"] == started["run_id"], path
+
+
+async def test_a_hundred_parallel_starts_make_exactly_one_run(
+    conn: asyncpg.Connection, api
+) -> None:
+    await create_items(conn, 2_000)
+    client = await api({"opps": ITEMS | {"batch_size": 50}})
+
+    responses = await asyncio.gather(*(client.post(f"{PREFIX}/start") for _ in range(100)))
+
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [202] + [409] * 99
+    await wait_idle(client, "opps")
+    assert await conn.fetchval("SELECT count(*) FROM syncd.runs") == 1
+
+
+async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api) -> None:
+    client = await api({"opps": ITEMS | {"table": "src.absent"}})
+    failed = await body(await client.post(f"{PREFIX}/start-sync"), 502)
+    assert (
+        failed["status"] == "failed" and 'relation "src.absent" does not exist' in failed["error"]
+    )
+    status = await body(await client.get(f"{PREFIX}/status"), 200)
+    assert "src.absent" in status["last_error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "code", "message"),
+    [
+        ("get", "status?sync_name=nope", {}, 404, "unknown sync 'nope' (configured: a, b)"),
+        ("get", "status", {}, 404, "name a sync"),
+        ("post", "start", {"data": b"{not json"}, 400, "malformed JSON body"),
+        ("post", "start", {"json": [1]}, 400, "must be an object"),
+        (
+            "post",
+            "start",
+            {"json": {"batch_size": "ten"}},
+            400,
+            "batch_size must be a whole number, found 'ten'",
+        ),
+        (
+            "post",
+            "start",
+            {"json": {"batch_size": True}},
+            400,
+            "batch_size must be a whole number, found bool",
+        ),
+        (
+            "post",
+            "start",
+            {"json": {"batch_size": 0, "sync_name": "a"}},
+            400,
+            "between 1 and 100000, found 0",
+        ),
+        ("post", "start-sync?batch_size=100001&sync_name=a", {}, 400, "between 1 and 100000"),
+        ("post", "start", {"json": {"sync_name": 5}}, 400, "sync_name must be a string"),
+        ("post", "start", {"json": {"sync_name": "a", "drop": 1}}, 400, "unknown field(s) drop"),
+        ("post", "start", {"data": b"x" * 70_000}, 413, "request body too large"),
+        ("get", "runs?sync_name=a&limit=0", {}, 400, "limit must be a whole number from 1 to 1000"),
+        ("get", "runs?sync_name=../../etc/passwd", {}, 404, "unknown sync '../../etc/passwd'"),
+        ("get", "nowhere", {}, 404, "Not Found"),
+        ("delete", "start", {}, 405, "Method Not Allowed"),
+    ],
+)
+async def test_bad_requests_get_a_precise_json_error(
+    api, method: str, path: str, kwargs: dict[str, Any], code: int, message: str
+) -> None:
+    client = await api({"a": ITEMS, "b": ITEMS | {"target_table": "public.b"}})
+    answer = await body(await getattr(client, method)(f"{PREFIX}/{path}", **kwargs), code)
+    assert answer["status"] == "error" and message in answer["message"]
+
+
+async def test_a_token_guards_every_post_but_no_get(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 10)
+    client = await api({"opps": ITEMS}, api={"token": "let-me-in"})
+
+    for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic let-me-in"}]:
+        refused = await client.post(f"{PREFIX}/start-sync", headers=headers)
+        assert (await body(refused, 401))["message"] == "missing or wrong bearer token"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    allowed = await client.post(
+        f"{PREFIX}/start-sync", headers={"Authorization": "Bearer let-me-in"}
+    )
+    assert (await body(allowed, 200))["rows_this_run"] == 10
+    await body(await client.get(f"{PREFIX}/status"), 200)
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_an_unexpected_failure_is_a_500_without_details(api, monkeypatch) -> None:
+    client = await api({"opps": ITEMS})
+
+    async def explode(*_: object) -> None:
+        raise RuntimeError("postgresql://u:hunter2@db/x exploded at line 3")
+
+    monkeypatch.setattr(StateStore, "runs", explode)
+    answer = await client.get(f"{PREFIX}/runs")
+    text = await answer.text()
+    assert answer.status == 500
+    assert "hunter2" not in text and "Traceback" not in text and "line 3" not in text
+    assert (await answer.json())["message"] == "internal error; the daemon's log has the details"
+
+
+async def test_probes_metrics_health_and_docs(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 30)
+    client = await api({"opps": ITEMS | {"batch_size": 10}})
+    await body(await client.post(f"{PREFIX}/start-sync"), 200)
+
+    assert await body(await client.get("/healthz"), 200) == {"status": "ok"}
+    assert await body(await client.get("/readyz"), 200) == {"status": "ready"}
+    health = await body(await client.get(f"{PREFIX}/health"), 200)
+    assert health["status"] == "healthy" and f"POST {PREFIX}/start" in health["endpoints"]
+
+    metrics = await (await client.get("/metrics")).text()
+    assert 'syncd_rows_read_total{sync_name="opps"} 30.0' in metrics
+    assert 'syncd_runs_total{status="succeeded",sync_name="opps"} 1.0' in metrics
+    assert 'syncd_batch_duration_seconds_count{sync_name="opps"} 3.0' in metrics
+    assert 'syncd_running{sync_name="opps"} 0.0' in metrics
+    assert "syncd_seconds_since_last_success" in metrics
+
+    page = await (await client.get("/docs")).text()
+    assert "/docs/static/swagger-ui-bundle.js" in page and "/openapi.json" in page
+    script = await client.get("/docs/static/swagger-ui-bundle.js")
+    assert script.status == 200 and len(await script.read()) > 100_000
+
+    document = await body(await client.get("/openapi.json"), 200)
+    validate(document)
+    routes = {
+        (route.method.lower(), route.resource.canonical)
+        for route in client.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+        and not route.resource.canonical.startswith("/docs")
+    }  # fmt: skip
+    documented = {(m, p) for p, item in document["paths"].items() for m in item}
+    assert routes - {("get", "/openapi.json")} == documented
+
+
+async def test_syncs_lists_every_sync_with_its_schedule(api) -> None:
+    client = await api(
+        {"a": ITEMS | {"schedule": {"every": "15m"}}, "b": ITEMS | {"target_table": "b"}}
+    )
+    listing = await body(await client.get(f"{PREFIX}/syncs"), 200)
+    by_name = {s["sync_name"]: s for s in listing["syncs"]}
+    assert by_name["a"]["schedule"] == "every 900s" and by_name["a"]["next_run_at"]
+    assert by_name["b"]["schedule"] is None and by_name["b"]["next_run_at"] is None
+
+
+async def test_readyz_is_503_with_reasons_until_the_target_answers() -> None:
+    config = Config()
+    metrics = Metrics()
+    runner = Runner(config, metrics=metrics, notifier=Notifier({}))
+    services = Services(runner, Schedules(runner), StateStore("syncd"), metrics)
+    async with TestClient(TestServer(create_app(services))) as client:
+        answer = await body(await client.get("/readyz"), 503)
+        assert answer["reasons"] == [
+            "the target database has not answered yet",
+            "the scheduler is not running",
+        ]
+        assert await body(await client.get(f"{PREFIX}/count?sync_name=x"), 404)
+
+
+def test_a_reachable_api_without_a_token_is_refused() -> None:
+    from syncd.config import ApiConfig
+
+    refuse_open_api(ApiConfig(host="127.0.0.1"))
+    refuse_open_api(ApiConfig(host="::1"))
+    refuse_open_api(ApiConfig(host="0.0.0.0", token="t"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"api\.token is not set"):
+        refuse_open_api(ApiConfig(host="0.0.0.0"))
