@@ -356,6 +356,8 @@ def describe(error: ValidationError) -> str:
                 message += f"; did you mean {guess[0]!r}?"
             lines.append(f"  {location}: {message}")
             continue
+        if item["type"] == "missing":
+            message = "required key is missing"
         found = "" if secret or item["type"] == "missing" else f" (found {_shown(item['input'])})"
         lines.append(f"  {location or '(top level)'}: {message}{found}")
     return "\n".join(lines)

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -75,7 +75,7 @@ async def serve(config_path: Path, config: Config) -> int:
                 await services.store.migrate(conn)
             services.pool = pool
             stack.push_async_callback(runner.drain, config.grace_period.total_seconds())
-            schedules.apply(config, first=True)
+            schedules.apply(config)
             schedules.start()
             stack.callback(schedules.shutdown)
             notifier.ready()

@@ -40,7 +40,7 @@ class Schedules:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    def apply(self, config: Config, *, first: bool = False) -> dict[str, list[str]]:
+    def apply(self, config: Config) -> dict[str, list[str]]:
         """Make the jobs match ``config``: add, change and remove; running syncs are untouched."""
         wanted = {name: sync for name, sync in config.syncs.items() if sync.schedule is not None}
         changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
@@ -53,10 +53,11 @@ class Schedules:
             description = repr(sync.schedule)
             if self._applied.get(name) == description:
                 continue
-            changes["changed" if name in self._applied else "added"].append(name)
-            # On start, catch up at once rather than one whole interval later. (An explicit
-            # next_run_time=None would add the job paused, so the key is left out instead.)
-            start_now = {"next_run_time": datetime.now(UTC)} if first else {}
+            is_new = name not in self._applied
+            changes["added" if is_new else "changed"].append(name)
+            # A sync new to this process catches up at once rather than one whole interval
+            # later. (next_run_time=None would add the job paused, so the key is left out.)
+            start_now = {"next_run_time": datetime.now(UTC)} if is_new else {}
             self._scheduler.add_job(
                 self._fire,
                 trigger=_trigger(sync),

@@ -1,0 +1,276 @@
+"""``syncd run`` as a real process: systemd notifications, signals, reloads and its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import yaml
+
+from tests.helpers import create_items, fingerprint, wait_for_value
+
+ITEMS = {
+    "table": "src.items",
+    "key": ["id"],
+    "cursor": "updated_at",
+    "target_table": "public.items",
+}
+
+
+class Daemon:
+    """A ``syncd run`` subprocess with its JSON log lines and systemd messages collected."""
+
+    def __init__(self, config: Path, tmp_path: Path, watchdog_usec: int | None = None) -> None:
+        self.config = config
+        self.notify_path = str(tmp_path / f"notify-{os.urandom(4).hex()}.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.setblocking(False)
+        self.messages: list[str] = []
+        self.lines: list[dict[str, Any]] = []
+        self.raw_lines: list[str] = []
+        self.watchdog_usec = watchdog_usec
+        self.port: int | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready_seen_by_readyz: int | None = None
+
+    async def start(self) -> None:
+        env = os.environ | {"NOTIFY_SOCKET": self.notify_path}
+        if self.watchdog_usec:
+            env["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "syncd", "-c", str(self.config), "run",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(self._read_logs()),
+            asyncio.create_task(self._read_notify()),
+        ]
+
+    async def _read_logs(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode()
+            self.raw_lines.append(line)
+            event = json.loads(line)  # every line must be JSON
+            self.lines.append(event)
+            if event["event"] == "http_listening":
+                self.port = event["port"]
+
+    async def _read_notify(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.notify, 4096)
+            message = data.decode()
+            if "READY=1" in message and self.port is not None:
+                # At the moment READY=1 arrives, readiness must already hold.
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"{self.url}/readyz") as answer,
+                ):
+                    self.ready_seen_by_readyz = answer.status
+            self.messages.append(message)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.lines if e["event"] == name]
+
+    async def wait_for(self, predicate: Any, within: float = 30) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out; last log lines: {self.raw_lines[-5:]}")
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise AssertionError(
+                    f"daemon exited {self.process.returncode}: {self.raw_lines[-5:]}"
+                )
+            await asyncio.sleep(0.02)
+
+    async def wait_ready(self) -> None:
+        await self.wait_for(lambda: any("READY=1" in m for m in self.messages))
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{self.url}{path}", **kwargs) as answer,
+        ):
+            return answer.status, await answer.json()
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), 60)
+        await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.notify.close()
+        return code
+
+
+@pytest.fixture
+async def daemon_config(make_config) -> AsyncIterator[Any]:
+    started: list[Daemon] = []
+
+    def factory(syncs: dict[str, Any], tmp: Path, **top: Any) -> Daemon:
+        _, path = make_config(syncs, api={"host": "127.0.0.1", "port": 0}, **top)
+        daemon = Daemon(path, tmp)
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        if daemon.process is not None and daemon.process.returncode is None:
+            daemon.process.kill()
+            await daemon.process.wait()
+
+
+async def test_ready_watchdog_status_and_stopping(
+    conn: asyncpg.Connection, daemon_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 100)
+    daemon = daemon_config({"items": ITEMS | {"schedule": {"every": "1h"}}}, tmp_path)
+    daemon.watchdog_usec = 200_000
+    await daemon.start()
+    await daemon.wait_ready()
+    assert daemon.ready_seen_by_readyz == 200
+    # The schedule fires at start; STATUS= follows the run.
+    await daemon.wait_for(
+        lambda: any(m.startswith("STATUS=items: succeeded") for m in daemon.messages)
+    )
+    await asyncio.sleep(0.5)
+    assert sum(m == "WATCHDOG=1" for m in daemon.messages) >= 3
+
+    assert await daemon.stop() == 0
+    assert any(m.startswith("STOPPING=1") for m in daemon.messages)
+    names = [e["event"] for e in daemon.lines]
+    assert names.index("daemon_ready") < names.index("run_started") < names.index("run_finished")
+    assert names[-2:] == ["shutdown_started", "shutdown_finished"]
+    assert all({"timestamp", "level", "event", "logger"} <= set(e) for e in daemon.lines)
+    started = daemon.events("run_started")[0]
+    assert (
+        started["sync_name"] == "items" and started["trigger"] == "schedule" and started["run_id"]
+    )
+
+
+async def test_sigterm_mid_run_commits_the_batch_in_flight_and_the_next_start_resumes(
+    conn: asyncpg.Connection, daemon_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 40_000)
+    daemon = daemon_config({"items": ITEMS | {"batch_size": 20}}, tmp_path)
+    await daemon.start()
+    await daemon.wait_ready()
+    status, _ = await daemon.request("POST", "/api/batch-sync/start")
+    assert status == 202
+    await daemon.wait_for(lambda: len(daemon.events("batch_committed")) >= 5)
+
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    assert await daemon.stop() == 0
+    assert loop.time() - sent < 30  # well inside the grace period
+
+    run = await conn.fetchrow("SELECT status, rows_read FROM syncd.runs")
+    assert run["status"] == "cancelled" and 0 < run["rows_read"] < 40_000
+    offset = await conn.fetchval("SELECT current_offset FROM syncd.sync_state")
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == offset == run["rows_read"]
+    assert daemon.events("run_finished") == []
+
+    again = Daemon(daemon.config, tmp_path)
+    await again.start()
+    await again.wait_ready()
+    status, finished = await again.request(
+        "POST", "/api/batch-sync/start-sync", params={"batch_size": "5000"}
+    )
+    assert status == 200 and finished["rows_this_run"] == 40_000 - offset
+    assert await again.stop() == 0
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+
+
+async def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
+    conn: asyncpg.Connection, daemon_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 10)
+    daemon = daemon_config({"items": ITEMS}, tmp_path)
+    await daemon.start()
+    await daemon.wait_ready()
+    document = yaml.safe_load(daemon.config.read_text())
+
+    document["syncs"]["copy"] = document["syncs"]["items"] | {
+        "target_table": "public.copy",
+        "schedule": {"every": "1h"},
+    }
+    daemon.config.write_text(yaml.safe_dump(document))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    await daemon.wait_for(lambda: daemon.events("config_reloaded"))
+    assert daemon.events("config_reloaded")[0]["added"] == ["copy"]
+    status, listing = await daemon.request("GET", "/api/batch-sync/syncs")
+    assert status == 200 and {s["sync_name"] for s in listing["syncs"]} == {"items", "copy"}
+    await wait_for_value(conn, "SELECT count(*) FROM public.copy WHERE true HAVING count(*) = 10")
+
+    daemon.config.write_text("syncs: {broken: {source: nowhere}}\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    await daemon.wait_for(lambda: daemon.events("config_reload_failed"))
+    failure = daemon.events("config_reload_failed")[0]
+    assert "syncs.broken.target_table: required key is missing" in failure["error"]
+    status, listing = await daemon.request("GET", "/api/batch-sync/syncs")
+    assert {s["sync_name"] for s in listing["syncs"]} == {"items", "copy"}
+    assert await daemon.stop() == 0
+
+
+async def test_a_bad_config_exits_78_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("syncs: {a: {source: x, table: t, target_table: t, batch_size: -1}}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "-c", str(path), "run",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 78
+    assert b"syncs.a.batch_size" in err
+
+
+async def test_an_open_bind_without_a_token_exits_78(make_config) -> None:
+    _, path = make_config({}, api={"host": "0.0.0.0", "port": 0})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "-c", str(path), "run",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 78 and b"api.token is not set" in err
+
+
+async def test_an_unreachable_target_is_retried_and_not_ready(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "target": {"dsn": "postgresql://postgres:pw-marker@127.0.0.1:1/postgres"},
+        "api": {"port": 0},
+    }))  # fmt: skip
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    await daemon.wait_for(
+        lambda: len([e for e in daemon.events("retrying") if e.get("what") == "target"]) >= 1
+    )
+    await daemon.wait_for(lambda: daemon.port is not None)
+    status, answer = await daemon.request("GET", "/readyz")
+    assert status == 503 and answer["reasons"][0] == "the target database has not answered yet"
+    assert (await daemon.request("GET", "/healthz"))[0] == 200
+    assert await daemon.stop() == 0
+    assert not any("READY=1" in m for m in daemon.messages)
+    assert all("pw-marker" not in line for line in daemon.raw_lines)
