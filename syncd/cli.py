@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="make a demo source table and sync it")
     demo.add_argument("--rows", type=_positive_int, default=10_000, metavar="N")
+    demo.add_argument(
+        "--once", action="store_true", help="sync once with a progress bar instead of serving"
+    )
     return parser
 
 
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(path)
         secrets = config.secrets()
-        interactive = args.command in ("sync", "demo") and sys.stderr.isatty()
+        interactive = args.command == "sync" or (args.command == "demo" and args.once)
+        interactive = interactive and sys.stderr.isatty()
         if interactive:
             logs.configure("warning", "console", secrets=secrets, stream=sys.stderr)
         else:
@@ -246,11 +250,20 @@ async def _demo_on(config: Config, args: argparse.Namespace) -> int:
         f"demo: {args.rows} opportunities in {sync.table}; syncing into {sync.target}",
         file=sys.stderr,
     )
-    return await _run_with_progress(config, RunRequest(sync_name=DEMO_SYNC, trigger="cli"))
+    if args.once:
+        return await _run_with_progress(config, RunRequest(sync_name=DEMO_SYNC, trigger="cli"))
+    api = f"http://{config.api.host}:{config.api.port}"
+    print(
+        f"demo: serving the demo sync. Status: {api}/api/batch-sync/status"
+        f"  API docs: {api}/docs  Metrics: {api}/metrics  (Ctrl-C stops)",
+        file=sys.stderr,
+    )
+    demo_only = config.model_copy(update={"syncs": {DEMO_SYNC: sync}, "default_sync": DEMO_SYNC})
+    return await serve(demo_only, reload_from=None)
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
-    return await serve(args.config_path, config)
+    return await serve(config, reload_from=args.config_path)
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -50,7 +50,8 @@ def refuse_open_api(api: ApiConfig) -> None:
         )
 
 
-async def serve(config_path: Path, config: Config) -> int:
+async def serve(config: Config, *, reload_from: Path | None) -> int:
+    """Run until SIGTERM or SIGINT; with ``reload_from``, SIGHUP re-reads that file."""
     refuse_open_api(config.api)
     stop = asyncio.Event()
     notifier = Notifier()
@@ -61,7 +62,8 @@ async def serve(config_path: Path, config: Config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, config_path, runner, schedules)
+    if reload_from is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, reload_from, runner, schedules)
     try:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(notifier.close)

@@ -141,9 +141,7 @@ class Engine:
                 raise
             except BaseException as exc:
                 result.status, result.error = "failed", self._describe_error(exc)
-                log.error(
-                    "run_failed", error=result.error, exc_info=not isinstance(exc, SyncdError)
-                )
+                log.error("run_failed", error=result.error, exc_info=True)
                 if isinstance(exc, Exception) and not isinstance(exc, SyncdError):
                     raise SyncdError(result.error) from exc
                 raise

@@ -179,7 +179,7 @@ async def test_demo_makes_and_syncs_realistic_opportunities(
     path.write_text(yaml.safe_dump(config))
     env = os.environ | {"SYNCD_TARGET_DSN": db, "SYNCD_DEMO_DSN": db}
 
-    code, _, err = await syncd_async(path, "demo", "--rows", "2500", env=env)
+    code, _, err = await syncd_async(path, "demo", "--rows", "2500", "--once", env=env)
 
     assert code == 0, err
     assert "2500 rows read, 2500 written" in err
