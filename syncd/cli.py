@@ -19,9 +19,7 @@ import asyncpg
 
 from syncd import logs, pg
 from syncd.config import Config, load_config
-from syncd.daemon import serve
 from syncd.demo import DEMO_SYNC, create_demo_source
-from syncd.embedded import embedded_postgres
 from syncd.engine import Engine, RunRequest
 from syncd.errors import ConfigError, SyncdError
 from syncd.identifiers import TableName
@@ -205,6 +203,8 @@ async def _demo(config: Config, args: argparse.Namespace) -> int:
             f" starting an embedded one in {data_dir}",
             file=sys.stderr,
         )
+        from syncd.embedded import embedded_postgres  # only the demo's fallback needs it
+
         async with embedded_postgres(data_dir) as dsn:
             return await _demo_on(_pointed_at(config, dsn), args)
     await probe.close()
@@ -259,11 +259,19 @@ async def _demo_on(config: Config, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     demo_only = config.model_copy(update={"syncs": {DEMO_SYNC: sync}, "default_sync": DEMO_SYNC})
-    return await serve(demo_only, reload_from=None)
+    return await _serve(demo_only, reload_from=None)
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
-    return await serve(config, reload_from=args.config_path)
+    return await _serve(config, reload_from=args.config_path)
+
+
+async def _serve(config: Config, reload_from: Path | None) -> int:
+    # Imported here: the daemon's HTTP, metrics and scheduler libraries would add a
+    # quarter of a second to every short command such as 'syncd sync' or 'status'.
+    from syncd.daemon import serve
+
+    return await serve(config, reload_from=reload_from)
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -29,7 +29,7 @@ SELECT n,
        CASE WHEN n % 50 = 0 THEN NULL ELSE round((1000 + (n * 7919) % 250000)::numeric + (n % 100) / 100.0, 2) END,
        (ARRAY['EUR', 'USD', 'GBP'])[1 + n % 3],
        ((n * 37) % 11 * 10)::smallint,
-       date '2026-01-01' + (n % 365),
+       date '2026-01-01' + (n % 365)::integer,
        timestamptz '2024-01-01 00:00:00+00' + n * interval '37 seconds',
        timestamptz '2024-06-01 00:00:00+00' + (n / 3) * interval '61 seconds' + (n % 3) * interval '1 microsecond',
        (ARRAY['EMEA', 'AMER', 'APAC', NULL])[1 + n % 4],
@@ -38,7 +38,7 @@ SELECT n,
        CASE WHEN n % 10 = 0 THEN 'Follow up “next quarter” 🚀 — ''urgent'''
             WHEN n % 10 = 1 THEN NULL
             ELSE 'Call notes #' || n::text END
-  FROM generate_series(1, {rows}) AS n;
+  FROM generate_series(1::bigint, {rows}) AS n;
 
 CREATE INDEX ON {table} (last_update_date, opportunity_id);
 ANALYZE {table};
