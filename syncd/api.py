@@ -106,7 +106,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             return _error(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason, **dict(_allow_header(exc)))
+        response = _error(exc.status, exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
         log.warning("target_unavailable", path=request.path, error=type(exc).__name__)
         return _error(503, "the target database is not reachable right now")
@@ -115,11 +118,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.exception("request_failed", path=request.path)
         return _error(500, "internal error; the daemon's log has the details")
-
-
-def _allow_header(exc: web.HTTPException) -> list[tuple[str, str]]:
-    allow = exc.headers.get("Allow")
-    return [("allowed_methods", allow)] if allow else []
 
 
 @web.middleware
@@ -179,6 +177,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise ApiError(
             400, f"unknown field(s) {', '.join(unknown)}: expected batch_size, sync_name"
         )
+    nulls = sorted(key for key, value in data.items() if value is None)
+    if nulls:
+        raise ApiError(400, f"{', '.join(nulls)} must be left out rather than null")
     return data
 
 
@@ -198,6 +199,8 @@ def _batch_size(request: web.Request, value: Any) -> int | None:
             value = int(value)
         except ValueError:
             raise ApiError(400, f"batch_size must be a whole number, found {value!r}") from None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema counts 10.0 as an integer, and so do we
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(400, f"batch_size must be a whole number, found {type(value).__name__}")
     limit = request.app[SERVICES].runner.config.api.max_batch_size
@@ -415,7 +418,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(200, openapi_document())
+    return _json(200, openapi_document(request.app[SERVICES].runner.config.api.max_batch_size))
 
 
 DOCS_PAGE = """<!doctype html>

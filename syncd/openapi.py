@@ -11,13 +11,6 @@ _NAME = {
     "description": "The sync; default_sync (or the only sync) when omitted.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
-_BATCH = {
-    "name": "batch_size",
-    "in": "query",
-    "required": False,
-    "description": "Rows per batch for this run; the sync's batch_size when omitted.",
-    "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-}
 _LIMIT = {
     "name": "limit",
     "in": "query",
@@ -35,13 +28,12 @@ _ERROR = {
     },
 }
 _TIME = {"type": ["string", "null"], "format": "date-time"}
-_STATUS = {
+_SYNC_STATE = {
     "type": "object",
-    "required": ["status", "sync_name", "current_offset", "total_synced", "last_sync_at",
+    "required": ["sync_name", "current_offset", "total_synced", "last_sync_at",
                  "is_complete", "total_in_db", "running", "run_id", "position",
                  "rows_per_second", "source_rows_estimate", "last_error", "next_run_at"],
     "properties": {
-        "status": {"type": "string", "enum": ["success"]},
         "sync_name": {"type": "string"},
         "source": {"type": "string"},
         "target_table": {"type": "string"},
@@ -63,13 +55,17 @@ _STATUS = {
         "next_run_at": _TIME,
     },
 }  # fmt: skip
-_RUN_BODY = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "sync_name": {"type": "string", "minLength": 1, "maxLength": 200},
-    },
+
+
+_STATUS = {
+    "allOf": [
+        {"$ref": "#/components/schemas/SyncState"},
+        {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["success"]}},
+        },
+    ]
 }
 
 
@@ -90,7 +86,24 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, meaning[c]) for c in codes}
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
+    """The document for a daemon that accepts batch sizes up to ``max_batch_size``."""
+    batch_size = {"type": "integer", "minimum": 1, "maximum": max_batch_size}
+    batch_parameter = {
+        "name": "batch_size",
+        "in": "query",
+        "required": False,
+        "description": "Rows per batch for this run; the sync's batch_size when omitted.",
+        "schema": batch_size,
+    }
+    run_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "batch_size": batch_size,
+            "sync_name": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    }
     run_ref = {"$ref": "#/components/schemas/RunBody"}
     return {
         "openapi": "3.1.0",
@@ -104,7 +117,12 @@ def openapi_document() -> dict[str, Any]:
             {"name": "Operations", "description": "Probes and metrics."},
         ],
         "components": {
-            "schemas": {"Error": _ERROR, "Status": _STATUS, "RunBody": _RUN_BODY},
+            "schemas": {
+                "Error": _ERROR,
+                "SyncState": _SYNC_STATE,
+                "Status": _STATUS,
+                "RunBody": run_body,
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
@@ -113,7 +131,7 @@ def openapi_document() -> dict[str, Any]:
                     "tags": ["Batch Sync"],
                     "summary": "Start a sync in the background",
                     "security": [{"bearer": []}, {}],
-                    "parameters": [_NAME, _BATCH],
+                    "parameters": [_NAME, batch_parameter],
                     "requestBody": {
                         "required": False,
                         "content": {"application/json": {"schema": run_ref}},
@@ -148,7 +166,7 @@ def openapi_document() -> dict[str, Any]:
                     "tags": ["Batch Sync"],
                     "summary": "Run a sync to the end and answer when it is done",
                     "security": [{"bearer": []}, {}],
-                    "parameters": [_NAME, _BATCH],
+                    "parameters": [_NAME, batch_parameter],
                     "requestBody": {
                         "required": False,
                         "content": {"application/json": {"schema": run_ref}},
@@ -287,7 +305,7 @@ def openapi_document() -> dict[str, Any]:
                                     "status": {"type": "string"},
                                     "syncs": {
                                         "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Status"},
+                                        "items": {"$ref": "#/components/schemas/SyncState"},
                                     },
                                 },
                             },

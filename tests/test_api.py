@@ -206,7 +206,7 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ("get", "runs?sync_name=a&limit=0", {}, 400, "limit must be a whole number from 1 to 1000"),
         ("get", "runs?sync_name=../../etc/passwd", {}, 404, "unknown sync '../../etc/passwd'"),
         ("get", "nowhere", {}, 404, "Not Found"),
-        ("delete", "start", {}, 405, "Method Not Allowed"),
+        ("delete", "start", {}, 405, "Method Not Allowed"),  # with an Allow header
     ],
 )
 async def test_bad_requests_get_a_precise_json_error(
