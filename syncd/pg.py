@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
@@ -27,7 +29,7 @@ async def connect(
 ) -> asyncpg.Connection:
     """One connection with syncd's session settings; errors never carry the password."""
     try:
-        return await asyncpg.connect(
+        conn = await asyncpg.connect(
             dsn, password=password, timeout=connect_timeout, server_settings=SESSION_SETTINGS
         )
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
@@ -36,6 +38,28 @@ async def connect(
         raise SyncdError(f"{redact(dsn)}: {exc}") from None
     except ValueError as exc:
         raise SyncdError(f"invalid PostgreSQL DSN {redact(dsn)}: {redact(str(exc))}") from None
+    # A built-in type: asyncpg sets its codec without a round trip.
+    await conn.set_type_codec(
+        "interval",
+        schema="pg_catalog",
+        encoder=_interval_parts,
+        decoder=tuple,
+        format="tuple",
+    )
+    return conn
+
+
+Interval = tuple[int, int, int]
+"""An interval as PostgreSQL keeps it: (months, days, microseconds)."""
+
+
+def _interval_parts(value: timedelta | Interval) -> Interval:
+    """Intervals are written from a timedelta, or from their parts when they count months
+    (an Oracle INTERVAL YEAR TO MONTH), which a timedelta cannot hold: a month has no
+    fixed number of days. They are read back as their parts, losing nothing either."""
+    if isinstance(value, timedelta):
+        return 0, value.days, value.seconds * 1_000_000 + value.microseconds
+    return value
 
 
 async def create_pool(dsn: str, password: str | None) -> asyncpg.Pool:

@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Iterator
 
-
 import asyncpg
 import pytest
 import schemathesis
