@@ -183,6 +183,20 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def _query(request: web.Request, key: str) -> str | None:
+    """One query parameter; given twice, it is ambiguous and refused."""
+    values = request.query.getall(key, [])
+    if len(values) > 1:
+        raise ApiError(400, f"{key} is given {len(values)} times in the query string")
+    return values[0] if values else None
+
+
+async def _params(request: web.Request) -> list[dict[str, Any]]:
+    """The query string's values, then the JSON body's, which win where both are given."""
+    query = {key: _query(request, key) for key in request.query}
+    return [query, await _body(request)]
+
+
 def _sync_name(value: Any) -> str | None:
     if value is None:
         return None
@@ -210,7 +224,7 @@ def _batch_size(request: web.Request, value: Any) -> int | None:
 
 
 def _limit(request: web.Request) -> int:
-    text = request.query.get("limit", "20")
+    text = _query(request, "limit") or "20"
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise ApiError(400, f"limit must be a whole number from 1 to 1000, found {text!r}")
     return int(text)
@@ -218,10 +232,12 @@ def _limit(request: web.Request) -> int:
 
 async def _run_params(request: web.Request) -> tuple[str, int | None]:
     """sync_name and batch_size, from the query string and/or a JSON body."""
-    body = await _body(request)
-    values: dict[str, Any] = dict(request.query) | body
-    name = _sync_name(values.get("sync_name"))
-    batch_size = _batch_size(request, values.get("batch_size"))
+    name: str | None = None
+    batch_size: int | None = None
+    for values in await _params(request):
+        # Each source is checked in full, so a bad value is refused even where overridden.
+        name = _sync_name(values.get("sync_name")) or name
+        batch_size = _batch_size(request, values.get("batch_size")) or batch_size
     resolved, _ = request.app[SERVICES].runner.config.sync(name)
     return resolved, batch_size
 
@@ -294,7 +310,7 @@ async def start_sync(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    name = _sync_name(request.query.get("sync_name"))
+    name = _sync_name(_query(request, "sync_name"))
     return _json(200, {"status": "success", **await _sync_view(request, name)})
 
 
@@ -328,8 +344,10 @@ def _schedule_text(schedule: object) -> str | None:
 
 async def reset(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    values: dict[str, Any] = dict(request.query) | await _body(request)
-    name, _ = services.runner.config.sync(_sync_name(values.get("sync_name")))
+    name: str | None = None
+    for values in await _params(request):
+        name = _sync_name(values.get("sync_name")) or name
+    name, _ = services.runner.config.sync(name)
     live = services.runner.live(name)
     if live is not None:
         raise Busy(
@@ -345,7 +363,7 @@ async def reset(request: web.Request) -> web.Response:
 
 async def count(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    name, sync = services.runner.config.sync(_sync_name(request.query.get("sync_name")))
+    name, sync = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     target = sync.target
     async with _pool(request).acquire() as conn:
         exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", target.sql)
@@ -367,7 +385,7 @@ async def syncs(request: web.Request) -> web.Response:
 
 async def runs(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    name, _ = services.runner.config.sync(_sync_name(request.query.get("sync_name")))
+    name, _ = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     limit = _limit(request)
     async with _pool(request).acquire() as conn:
         records = await services.store.runs(conn, name, limit)

@@ -8,7 +8,8 @@ _NAME = {
     "name": "sync_name",
     "in": "query",
     "required": False,
-    "description": "The sync; default_sync (or the only sync) when omitted.",
+    "description": "The sync; default_sync (or the only sync) when omitted."
+    " A sync_name in a JSON body takes precedence.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 _LIMIT = {
@@ -93,7 +94,8 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
         "name": "batch_size",
         "in": "query",
         "required": False,
-        "description": "Rows per batch for this run; the sync's batch_size when omitted.",
+        "description": "Rows per batch for this run; the sync's batch_size when omitted."
+        " A batch_size in the JSON body takes precedence.",
         "schema": batch_size,
     }
     run_body = {

@@ -206,15 +206,29 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ("get", "runs?sync_name=a&limit=0", {}, 400, "limit must be a whole number from 1 to 1000"),
         ("get", "runs?sync_name=../../etc/passwd", {}, 404, "unknown sync '../../etc/passwd'"),
         ("get", "nowhere", {}, 404, "Not Found"),
-        ("delete", "start", {}, 405, "Method Not Allowed"),  # with an Allow header
+        # Found by schemathesis:
+        ("post", "start?batch_size=x", {"json": {"batch_size": 5}}, 400, "found 'x'"),
+        ("post", "start", {"json": {"sync_name": None}}, 400, "sync_name must be left out"),
+        ("get", "status?sync_name=a&sync_name=b", {}, 400, "sync_name is given 2 times"),
+        ("delete", "start", {}, 405, "Method Not Allowed"),
     ],
 )
 async def test_bad_requests_get_a_precise_json_error(
     api, method: str, path: str, kwargs: dict[str, Any], code: int, message: str
 ) -> None:
     client = await api({"a": ITEMS, "b": ITEMS | {"target_table": "public.b"}})
-    answer = await body(await getattr(client, method)(f"{PREFIX}/{path}", **kwargs), code)
+    response = await getattr(client, method)(f"{PREFIX}/{path}", **kwargs)
+    answer = await body(response, code)
     assert answer["status"] == "error" and message in answer["message"]
+    if code == 405:
+        assert response.headers["Allow"] == "POST"
+
+
+async def test_a_whole_float_is_a_batch_size(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 3)
+    client = await api({"opps": ITEMS})
+    answer = await body(await client.post(f"{PREFIX}/start-sync", json={"batch_size": 2.0}), 200)
+    assert answer["batch_size"] == 2 and answer["rows_this_run"] == 3
 
 
 async def test_a_token_guards_every_post_but_no_get(conn: asyncpg.Connection, api) -> None:
