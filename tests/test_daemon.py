@@ -274,3 +274,43 @@ async def test_an_unreachable_target_is_retried_and_not_ready(tmp_path: Path) ->
     assert await daemon.stop() == 0
     assert not any("READY=1" in m for m in daemon.messages)
     assert all("pw-marker" not in line for line in daemon.raw_lines)
+
+
+async def test_a_run_still_busy_after_the_grace_period_is_cancelled_and_recorded(
+    conn: asyncpg.Connection, daemon_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 400)
+    # Each row takes 20 ms to read, so a batch of 100 outlasts the 1 s grace period.
+    slow = {
+        "query": "SELECT * FROM src.items WHERE pg_sleep(0.02)::text = ''",
+        "key": ["id"],
+        "cursor": "updated_at",
+        "target_table": "public.items",
+        "batch_size": 100,
+    }
+    daemon = daemon_config({"items": slow}, tmp_path, grace_period="1s")
+    await daemon.start()
+    await daemon.wait_ready()
+    assert (await daemon.request("POST", "/api/batch-sync/start"))[0] == 202
+    await daemon.wait_for(lambda: len(daemon.events("batch_committed")) >= 1)
+
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    assert await daemon.stop() == 0
+    assert loop.time() - sent < 10
+
+    run = await conn.fetchrow("SELECT status, error, rows_read, finished_at FROM syncd.runs")
+    assert run["status"] == "cancelled" and run["finished_at"] is not None
+    offset = await conn.fetchval("SELECT current_offset FROM syncd.sync_state")
+    assert offset == run["rows_read"] == await conn.fetchval("SELECT count(*) FROM public.items")
+    assert offset % 100 == 0 and offset < 400
+    # Its sessions are gone too: the cancelled query did not keep running on the server.
+    for _ in range(100):
+        sessions = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'syncd' AND datname = current_database()"
+        )
+        if sessions == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert sessions == 0
