@@ -111,13 +111,13 @@ class Engine:
         """Run one sync to the end of its source (or until asked to stop)."""
         name, sync = self.config.sync(request.sync_name)
         result = RunResult(run_id=request.run_id, sync_name=name)
-        bound = log.bind(sync_name=name, run_id=request.run_id, trigger=request.trigger)
+        # Every log line of the run, ours and the libraries', carries these.
         structlog.contextvars.bind_contextvars(
             sync_name=name, run_id=request.run_id, trigger=request.trigger
         )
         try:
             async with self._claimed(name, sync, request, result) as writer:
-                bound.info("run_started", batch_size=request.batch_size or sync.batch_size)
+                log.info("run_started", batch_size=request.batch_size or sync.batch_size)
                 await self._run_with_retries(name, sync, request, result, writer)
         finally:
             structlog.contextvars.unbind_contextvars("sync_name", "run_id", "trigger")
