@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -101,53 +99,73 @@ class Engine:
     ) -> None:
         self.config = config
         self.store = StateStore(config.target.state_schema)
-        self._observer = observer
-        self._stop = stop or asyncio.Event()
+        self.observer = observer
+        self.stop = stop or asyncio.Event()
 
     async def connect_target(self) -> asyncpg.Connection:
         return await pg.connect(self.config.target.dsn, self.config.target.secret())
 
+    def describe_error(self, exc: BaseException) -> str:
+        """An error as people should read it: typed when unexpected, never with a secret."""
+        text = str(exc) or type(exc).__name__
+        if not isinstance(exc, SyncdError):
+            text = f"{type(exc).__name__}: {text}"
+        return scrub(text, self.config.secrets())
+
     async def run(self, request: RunRequest) -> RunResult:
         """Run one sync to the end of its source (or until asked to stop)."""
         name, sync = self.config.sync(request.sync_name)
-        result = RunResult(run_id=request.run_id, sync_name=name)
+        run = _Run(self, name, sync, request)
         # Every log line of the run, ours and the libraries', carries these.
         structlog.contextvars.bind_contextvars(
             sync_name=name, run_id=request.run_id, trigger=request.trigger
         )
         try:
-            async with self._claimed(name, sync, request, result) as writer:
-                log.info("run_started", batch_size=request.batch_size or sync.batch_size)
-                await self._run_with_retries(name, sync, request, result, writer)
+            await run.execute()
         finally:
             structlog.contextvars.unbind_contextvars("sync_name", "run_id", "trigger")
-        return result
+        return run.result
 
-    @asynccontextmanager
-    async def _claimed(
-        self, name: str, sync: SyncConfig, request: RunRequest, result: RunResult
-    ) -> AsyncIterator[_Writer]:
-        writer = _Writer(self, name)
-        await writer.open(request.run_id, first=True)
+
+class _Run:
+    """One run of one sync: its request, its progress so far and its target connection."""
+
+    def __init__(self, engine: Engine, name: str, sync: SyncConfig, request: RunRequest) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.name = name
+        self.sync = sync
+        self.request = request
+        self.batch_size = request.batch_size or sync.batch_size
+        self.result = RunResult(run_id=request.run_id, sync_name=name)
+        self.writer = _Writer(engine, name)
+        self.started = time.monotonic()
+        self.lookback_done = False
+
+    async def execute(self) -> None:
+        result = self.result
+        await self.writer.open(self.request.run_id, first=True)
         try:
-            await self.store.start_run(writer.conn, name, request.run_id, request.trigger)
-            try:
-                yield writer
-                result.status = "succeeded"
-            except _StopRequested:
-                result.status = "cancelled"
-            except asyncio.CancelledError:
-                result.status, result.error = "cancelled", "cancelled before the run finished"
-                raise
-            except BaseException as exc:
-                result.status, result.error = "failed", self._describe_error(exc)
-                log.error("run_failed", error=result.error, exc_info=True)
-                if isinstance(exc, Exception) and not isinstance(exc, SyncdError):
-                    raise SyncdError(result.error) from exc
-                raise
+            await self.store.start_run(
+                self.writer.conn, self.name, self.request.run_id, self.request.trigger
+            )
+            log.info("run_started", batch_size=self.batch_size)
+            await self._with_retries()
+            result.status = "succeeded"
+        except _StopRequested:
+            result.status = "cancelled"
+        except asyncio.CancelledError:
+            result.status, result.error = "cancelled", "cancelled before the run finished"
+            raise
+        except BaseException as exc:
+            result.status, result.error = "failed", self.engine.describe_error(exc)
+            log.error("run_failed", error=result.error, exc_info=True)
+            if isinstance(exc, Exception) and not isinstance(exc, SyncdError):
+                raise SyncdError(result.error) from exc
+            raise
         finally:
             # The last bookkeeping write must happen even while we are being cancelled.
-            await asyncio.shield(writer.close(result))
+            await asyncio.shield(self.writer.close(result))
         if result.status == "succeeded":
             log.info(
                 "run_finished",
@@ -157,158 +175,131 @@ class Engine:
                 batches=result.batches,
             )
 
-    def _describe_error(self, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
-        if not isinstance(exc, SyncdError):
-            text = f"{type(exc).__name__}: {text}"
-        return scrub(text, self.config.secrets())
-
-    async def _run_with_retries(
-        self, name: str, sync: SyncConfig, request: RunRequest, result: RunResult, writer: _Writer
-    ) -> None:
+    async def _with_retries(self) -> None:
+        policy = self.sync.retry
+        source_config = self.engine.config.sources[self.sync.source]
         attempt = 0
-        lookback_done = False
-        source_config = self.config.sources[sync.source]
         while True:
-            batches_before = result.batches
+            batches_before = self.result.batches
             try:
-                await writer.ensure_open(request.run_id)
-                async with open_source(source_config, sync) as source:
-                    lookback_done = await self._run_once(
-                        name, sync, request, result, writer, source, lookback_done
-                    )
+                await self.writer.ensure_open(self.request.run_id)
+                async with open_source(source_config, self.sync) as source:
+                    await self._attempt(source)
                 return
             except SnapshotExpired as exc:
                 attempt += 1
-                if attempt >= sync.retry.attempts:
+                if attempt >= policy.attempts:
                     raise RetriesExhausted(f"gave up after {attempt} attempts: {exc}") from exc
-                log.warning("snapshot_expired", attempt=attempt, error=self._describe_error(exc))
-                await self.store.restart_pass(writer.conn, name)
+                log.warning(
+                    "snapshot_expired", attempt=attempt, error=self.engine.describe_error(exc)
+                )
+                await self.store.restart_pass(self.writer.conn, self.name)
             except Exception as exc:
                 # Errors raised while unwinding a dead connection are not always typed as
                 # connection errors, but a closed writer says what happened all the same.
-                if not (retry.is_retryable(exc) or writer.lost):
+                if not (retry.is_retryable(exc) or self.writer.lost):
                     raise
-                attempt = 1 if result.batches > batches_before else attempt + 1
-                if attempt >= sync.retry.attempts:
-                    raise RetriesExhausted(
-                        f"gave up after {attempt} attempts: {self._describe_error(exc)}"
-                    ) from exc
-                wait = retry.delay(sync.retry, attempt)
-                log.warning(
-                    "retrying",
-                    attempt=attempt,
-                    delay_s=round(wait, 3),
-                    error=self._describe_error(exc),
-                )
+                # A streak of failures counts; progress in between starts a new streak.
+                attempt = 1 if self.result.batches > batches_before else attempt + 1
+                error = self.engine.describe_error(exc)
+                if attempt >= policy.attempts:
+                    raise RetriesExhausted(f"gave up after {attempt} attempts: {error}") from exc
+                wait = retry.delay(policy, attempt)
+                log.warning("retrying", attempt=attempt, delay_s=round(wait, 3), error=error)
                 await asyncio.sleep(wait)
 
-    async def _run_once(
-        self,
-        name: str,
-        sync: SyncConfig,
-        request: RunRequest,
-        result: RunResult,
-        writer: _Writer,
-        source: Source,
-        lookback_done: bool,
-    ) -> bool:
-        conn = writer.conn
-        shape = await source.describe()
-        table = TargetTable(sync.target, shape, sync.types)
+    async def _attempt(self, source: Source) -> None:
+        """Read from the saved position to the end, as one or two keyset phases."""
+        conn = self.writer.conn
+        table = TargetTable(self.sync.target, await source.describe(), self.sync.types)
         await table.prepare(conn)
-        state = await self.store.load(conn, name)
-        phases = _plan(state, sync, request.full_refresh and result.batches == 0, lookback_done)
-        if self._observer is not None and result.batches == 0:
+        state = await self.store.load(conn, self.name)
+        full_refresh = self.request.full_refresh and self.result.batches == 0
+        phases = _plan(state, self.sync, full_refresh, self.lookback_done)
+        observer = self.engine.observer
+        if observer is not None and self.result.batches == 0:
             estimate = await source.estimate_rows(phases[-1].window)
-            self._observer.run_started(name, request.run_id, estimate)
+            observer.run_started(self.name, self.request.run_id, estimate)
         direct = await table.is_empty(conn)
-        batch_size = request.batch_size or sync.batch_size
         for phase in phases:
-            direct = await self._run_phase(
-                name, request, result, conn, source, table, phase, batch_size, direct
-            )
-            lookback_done = True
-        return lookback_done
+            direct = await self._phase(source, table, phase, direct)
+            self.lookback_done = True
 
-    async def _run_phase(
-        self,
-        name: str,
-        request: RunRequest,
-        result: RunResult,
-        conn: asyncpg.Connection,
-        source: Source,
-        table: TargetTable,
-        phase: _Phase,
-        batch_size: int,
-        direct: bool,
-    ) -> bool:
+    async def _phase(self, source: Source, table: TargetTable, phase: _Phase, direct: bool) -> bool:
+        """Write one phase's batches while the next is fetched; returns whether direct COPY
+        into the table is still worth trying."""
         queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
 
         async def fetch() -> None:
             try:
-                async for batch in source.read(phase.window, batch_size):
+                async for batch in source.read(phase.window, self.batch_size):
                     await queue.put(batch)
                 await queue.put(None)
             except Exception as exc:
                 await queue.put(exc)
 
-        fetcher = asyncio.create_task(fetch(), name=f"syncd-fetch-{name}")
-        started = time.monotonic()
-        run_rows_at_start = result.rows_read
+        fetcher = asyncio.create_task(fetch(), name=f"syncd-fetch-{self.name}")
         try:
             reached_end = False
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                reached_end = phase.final and item.rows < batch_size
-                batch_started = time.monotonic()
-                async with conn.transaction():
-                    written, direct = await _write(table, conn, item, direct)
-                    await self.store.commit_batch(
-                        conn,
-                        sync_name=name,
-                        run_id=request.run_id,
-                        position=phase.pinned or item.end,
-                        rows_read=item.rows,
-                        rows_written=written,
-                        complete=reached_end,
-                        snapshot=item.snapshot,
-                        values_cleaned=item.values_cleaned,
-                    )
-                result.batches += 1
-                result.rows_read += item.rows
-                result.rows_written += written
-                elapsed = time.monotonic() - started
-                report = BatchReport(
-                    sync_name=name,
-                    run_id=request.run_id,
-                    rows=item.rows,
-                    rows_written=written,
-                    position=phase.pinned or item.end,
-                    duration_s=time.monotonic() - batch_started,
-                    run_rows_read=result.rows_read,
-                    run_rows_per_s=(result.rows_read - run_rows_at_start) / elapsed
-                    if elapsed
-                    else 0.0,
-                )
-                log.info(
-                    "batch_committed",
-                    rows=item.rows,
-                    rows_written=written,
-                    position=list(report.position or ()),
-                    duration_ms=round(report.duration_s * 1000, 1),
-                    rows_per_s=round(report.run_rows_per_s),
-                )
-                if self._observer is not None:
-                    self._observer.batch_committed(report)
-                if self._stop.is_set():
+                reached_end = phase.final and item.rows < self.batch_size
+                direct = await self._commit(table, item, phase, reached_end, direct)
+                if self.engine.stop.is_set():
                     raise _StopRequested
             if phase.final and not reached_end:
-                await self.store.mark_complete(conn, name)
+                await self.store.mark_complete(self.writer.conn, self.name)
         finally:
             fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
+        return direct
+
+    async def _commit(
+        self, table: TargetTable, batch: Batch, phase: _Phase, complete: bool, direct: bool
+    ) -> bool:
+        """The batch's rows, position and counters in one transaction."""
+        conn = self.writer.conn
+        position = phase.pinned or batch.end
+        began = time.monotonic()
+        async with conn.transaction():
+            written, direct = await _write(table, conn, batch, direct)
+            await self.store.commit_batch(
+                conn,
+                sync_name=self.name,
+                run_id=self.request.run_id,
+                position=position,
+                rows_read=batch.rows,
+                rows_written=written,
+                complete=complete,
+                snapshot=batch.snapshot,
+                values_cleaned=batch.values_cleaned,
+            )
+        result = self.result
+        result.batches += 1
+        result.rows_read += batch.rows
+        result.rows_written += written
+        elapsed = time.monotonic() - self.started
+        report = BatchReport(
+            sync_name=self.name,
+            run_id=self.request.run_id,
+            rows=batch.rows,
+            rows_written=written,
+            position=position,
+            duration_s=time.monotonic() - began,
+            run_rows_read=result.rows_read,
+            run_rows_per_s=result.rows_read / elapsed if elapsed else 0.0,
+        )
+        log.info(
+            "batch_committed",
+            rows=batch.rows,
+            rows_written=written,
+            position=list(position),
+            duration_ms=round(report.duration_s * 1000, 1),
+            rows_per_s=round(report.run_rows_per_s),
+        )
+        if self.engine.observer is not None:
+            self.engine.observer.batch_committed(report)
         return direct
 
 
@@ -391,7 +382,7 @@ class _Writer:
             )
             await store.release(conn, self._sync_name, result.run_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("run_record_not_saved", error=self._engine._describe_error(exc))
+            log.warning("run_record_not_saved", error=self._engine.describe_error(exc))
         finally:
             if conn is not None:
                 await conn.close(timeout=5)
