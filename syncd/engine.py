@@ -20,7 +20,7 @@ import structlog
 
 from syncd import pg, retry
 from syncd.config import Config, SyncConfig
-from syncd.errors import RetriesExhausted, SourceError, SyncdError
+from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.redact import scrub
 from syncd.sources import Batch, Position, SnapshotExpired, Source, Window, open_source
 from syncd.state import StateStore, SyncState
@@ -255,6 +255,19 @@ class _Run:
             await asyncio.gather(fetcher, return_exceptions=True)
         return direct
 
+    async def _record(self, batch: Batch, position: Position, written: int, complete: bool) -> None:
+        await self.store.commit_batch(
+            self.writer.conn,
+            sync_name=self.name,
+            run_id=self.request.run_id,
+            position=position,
+            rows_read=batch.rows,
+            rows_written=written,
+            complete=complete,
+            snapshot=batch.snapshot,
+            values_cleaned=batch.values_cleaned,
+        )
+
     async def _commit(
         self, table: TargetTable, batch: Batch, phase: _Phase, complete: bool, direct: bool
     ) -> bool:
@@ -262,19 +275,17 @@ class _Run:
         conn = self.writer.conn
         position = phase.pinned or batch.end
         began = time.monotonic()
-        async with conn.transaction():
-            written, direct = await _write(table, conn, batch, direct)
-            await self.store.commit_batch(
-                conn,
-                sync_name=self.name,
-                run_id=self.request.run_id,
-                position=position,
-                rows_read=batch.rows,
-                rows_written=written,
-                complete=complete,
-                snapshot=batch.snapshot,
-                values_cleaned=batch.values_cleaned,
-            )
+        try:
+            async with conn.transaction():
+                written, direct = await _write(table, conn, batch, direct)
+                await self._record(batch, position, written, complete)
+        except asyncpg.DataError as exc:
+            culprit = await table.find_rejected_value(conn, batch)
+            raise TargetError(
+                f"sync {self.name!r}: the target table {table.name} refused a batch"
+                + (f" at {culprit}" if culprit else "")
+                + f": {exc}"
+            ) from None
         result = self.result
         result.batches += 1
         result.rows_read += batch.rows

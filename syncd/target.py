@@ -39,6 +39,7 @@ class TargetTable:
             )
         self._column_list = ", ".join(quote_ident(c.target_name) for c in shape.columns)
         self._direct_copy_possible = False
+        self._target_types: dict[str, str] = {}
         self._upsert = self._upsert_sql()
 
     def _upsert_sql(self) -> str:
@@ -87,6 +88,7 @@ class TargetTable:
             f"CREATE TEMPORARY TABLE {_STAGING} ({staging_columns}) ON COMMIT DELETE ROWS"
         )
         await self._check_upsert_compiles(conn)
+        self._target_types = existing
         self._direct_copy_possible = all(
             existing[c.target_name] == c.pg_type for c in self.shape.columns
         )
@@ -173,6 +175,56 @@ class TargetTable:
             await conn.copy_records_to_table(
                 table, schema_name=schema, records=batch.records, columns=columns
             )
+
+    async def find_rejected_value(self, conn: asyncpg.Connection, batch: Batch) -> str | None:
+        """Name the row and column of a batch the target refused, so people can act on it.
+
+        PostgreSQL's own message (say, "smallint out of range") names neither. Only
+        columns whose target type differs from the source's can fail to convert, so
+        each is tried in turn, and the first failing one is bisected down to its row.
+        Runs in a transaction of its own that writes nothing.
+        """
+        keys = ", ".join(quote_ident(self.shape.column(k).target_name) for k in self.shape.key)
+        numbered = (
+            f"SELECT *, row_number() OVER (ORDER BY {keys}) AS syncd_row FROM pg_temp.{_STAGING}"
+        )
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await self._copy(conn, batch, _STAGING, None)
+            for column in self.shape.columns:
+                target_type = self._target_types.get(column.target_name, column.pg_type)
+                if target_type == column.pg_type:
+                    continue
+                cast = f"{quote_ident(column.target_name)}::{target_type}"
+                if not await _fails(conn, f"SELECT {cast} FROM ({numbered}) AS s"):
+                    continue
+                low, high = 1, batch.rows  # the failing row is in [low, high]
+                while low < high:
+                    middle = (low + high) // 2
+                    rows = f"syncd_row BETWEEN {low} AND {middle}"
+                    if await _fails(conn, f"SELECT {cast} FROM ({numbered}) AS s WHERE {rows}"):
+                        high = middle
+                    else:
+                        low = middle + 1
+                key = await conn.fetchrow(
+                    f"SELECT {keys} FROM ({numbered}) AS s WHERE syncd_row = {low}"
+                )
+                assert key is not None
+                shown = ", ".join(f"{name}={value!r}" for name, value in key.items())
+                return f"column {column.target_name!r} ({target_type}) of the row {shown}"
+            return None
+        finally:
+            await transaction.rollback()
+
+
+async def _fails(conn: asyncpg.Connection, query: str) -> bool:
+    try:
+        async with conn.transaction():
+            await conn.execute(query)
+    except asyncpg.DataError:
+        return True
+    return False
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from syncd.errors import AlreadyRunning, SchemaMismatch, SourceError
+from syncd.errors import AlreadyRunning, SchemaMismatch, SourceError, TargetError
 from tests.helpers import Recorder, create_items, fingerprint, run_sync
 
 ITEMS = {"table": "src.items", "key": ["id"], "target_table": "public.items"}
@@ -321,3 +321,29 @@ async def test_a_terminated_connection_is_retried_and_the_run_completes(
     assert any(e["event"] == "retrying" and e["attempt"] == 1 for e in logs)
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
     assert await conn.fetchval("SELECT current_offset FROM syncd.sync_state") == 3_000
+
+
+async def test_a_value_the_target_refuses_is_named_by_sync_row_and_column(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 60)
+    await conn.execute("UPDATE src.items SET amount = 123456.78 WHERE id = 37")
+    # A narrower target made by hand: amount fits numeric(6,2) for every row but one.
+    await conn.execute(
+        "CREATE TABLE public.items (id bigint PRIMARY KEY, updated_at timestamptz,"
+        " name text, amount numeric(6, 2))"
+    )
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 10}})
+
+    with pytest.raises(TargetError) as refused:
+        await run_sync(config, "items")
+
+    message = str(refused.value)
+    assert message.startswith("sync 'items': the target table public.items refused a batch")
+    assert "column 'amount' (numeric(6,2)) of the row id=37" in message
+    assert "numeric field overflow" in message
+    # The batches before it are committed; nothing of the refused one is.
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 30
+    assert await conn.fetchval("SELECT current_offset FROM syncd.sync_state") == 30
+    run = await conn.fetchrow("SELECT status, error FROM syncd.runs")
+    assert run["status"] == "failed" and "row id=37" in run["error"]
