@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,13 +179,15 @@ async def _reset(config: Config, args: argparse.Namespace) -> int:
 async def _check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"config: ok ({len(config.sources)} sources, {len(config.syncs)} syncs)")
     failures = 0
-    checks = [
-        ("target", config.target.dsn, check_postgres(config.target.dsn, config.target.secret()))
+    target = config.target
+    # Each probe is made only when its turn comes, so one that fails leaves none unawaited.
+    checks: list[tuple[str, str, Callable[[], Coroutine[Any, Any, str]]]] = [
+        ("target", target.dsn, partial(check_postgres, target.dsn, target.secret()))
     ]
-    checks += [(f"source {n}", s.dsn, check_source(s)) for n, s in config.sources.items()]
+    checks += [(f"source {n}", s.dsn, partial(check_source, s)) for n, s in config.sources.items()]
     for label, dsn, check in checks:
         try:
-            print(f"{label}: ok ({redact(dsn)}, {await check})")
+            print(f"{label}: ok ({redact(dsn)}, {await check()})")
         except (SyncdError, OSError, asyncpg.PostgresError) as exc:
             failures += 1
             print(f"{label}: FAILED ({redact(dsn)}): {scrub(str(exc), config.secrets())}")

@@ -199,6 +199,7 @@ class _Run:
                 # connection errors, but a closed writer says what happened all the same.
                 if not (retry.is_retryable(exc) or self.writer.lost):
                     raise
+                self.writer.discard_if_unusable(exc)
                 # A streak of failures counts; progress in between starts a new streak.
                 attempt = 1 if self.result.batches > batches_before else attempt + 1
                 error = self.engine.describe_error(exc)
@@ -372,6 +373,16 @@ class _Writer:
     @property
     def lost(self) -> bool:
         return self._conn is None or self._conn.is_closed()
+
+    def discard_if_unusable(self, failure: Exception) -> None:
+        """Drop the connection (and the lock with it) if the failure left it untrustworthy:
+        still in a transaction because the rollback failed too, or with asyncpg's protocol
+        in a confused state. The next attempt then reconnects and claims the lock again."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return
+        if conn.is_in_transaction() or isinstance(failure, asyncpg.InterfaceError):
+            conn.terminate()
 
     async def ensure_open(self, run_id: str) -> None:
         """After a lost connection, reconnect and take the lock again before writing."""

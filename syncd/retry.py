@@ -17,6 +17,9 @@ _RETRYABLE_POSTGRES = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # A connection cut off mid-COPY can leave asyncpg's protocol in a state it reports
+    # as "another operation is in progress" before it notices the socket closed.
+    asyncpg.InterfaceError,
 )
 
 

@@ -53,11 +53,11 @@ async def test_no_marker_leaks_from_a_daemon_under_use_and_failure(
         )  # fmt: skip
     answers: list[str] = []
     try:
-        port = None
-        while port is None:
+        events: list[dict[str, object]] = []
+        while not any(e["event"] == "daemon_ready" for e in events):
             await asyncio.sleep(0.05)
             events = [json.loads(line) for line in log.read_text().splitlines()]
-            port = next((e["port"] for e in events if e["event"] == "http_listening"), None)
+        port = next(e["port"] for e in events if e["event"] == "http_listening")
         url = f"http://127.0.0.1:{port}/api/batch-sync"
         good = {"Authorization": f"Bearer {TOKEN_MARKER}"}
         async with aiohttp.ClientSession() as session:
