@@ -1,8 +1,10 @@
 """The HTTP API: the seed's /api/batch-sync/* contract, probes, metrics and docs.
 
 Every answer is JSON, errors included: a precise message for a bad request,
-and for anything unexpected a 500 that names no internals. State lives on the
-application under typed keys; nothing here is global.
+and for anything unexpected a 500 that names no internals. Beside the API
+stand the status page at ``/``, with its two static files, and the
+Server-Sent Events that keep it live. State lives on the application under
+typed keys; nothing here is global.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -43,6 +46,16 @@ SEED_ENDPOINTS = [
     f"GET {PREFIX}/count",
     f"GET {PREFIX}/health",
 ]
+STATIC = Path(__file__).with_name("static")
+PAGE_FILES = ("page.css", "page.js")
+KEEP_ALIVE_S = 15.0
+"""Idle event streams get a comment this often, so proxies and browsers keep them open."""
+# The page loads its own two files and talks to this daemon, and nothing else: even text that
+# slipped past the page's escaping could neither run inline script nor send data elsewhere.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+    " img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @dataclass
@@ -58,6 +71,8 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
+CLOSING = web.AppKey("closing", asyncio.Event)
+"""Set when the server shuts down, so that endless event streams end instead of being waited for."""
 
 
 class ApiError(SyncdError):
@@ -156,6 +171,12 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs)
     app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
+    app.router.add_get(f"{PREFIX}/events", events)
+    app.router.add_get(f"{PREFIX}/page-config", page_config)
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", page_file)
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(_end_streams)
     return app
 
 
@@ -452,3 +473,96 @@ SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}
 
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+# ---- the status page ---------------------------------------------------------------------
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC / "index.html",
+        headers={
+            "Content-Security-Policy": PAGE_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+async def page_file(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in PAGE_FILES:
+        raise web.HTTPNotFound()
+    # no-cache means "ask again each time": after an upgrade, no browser keeps the old script.
+    return web.FileResponse(
+        STATIC / name, headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+    )
+
+
+async def page_config(request: web.Request) -> web.Response:
+    """What the page must know before it acts; nothing here is a secret."""
+    api = request.app[SERVICES].runner.config.api
+    return _json(
+        200,
+        {
+            "status": "success",
+            "token_required": api.token is not None,
+            "max_batch_size": api.max_batch_size,
+        },
+    )
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the runner's events as they happen, until the page or syncd goes."""
+    closing = request.app[CLOSING]
+    runner = request.app[SERVICES].runner
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        async with runner.subscription() as queue:
+            # The first bytes reach the browser at once, and tell it how soon to reconnect.
+            await response.write(b"retry: 3000\n\n")
+            while (event := await _next_event(queue, closing)) is not None:
+                await response.write(_message(runner, event))
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the page went away; a keep-alive at the latest tells us
+    return response
+
+
+async def _next_event(
+    queue: asyncio.Queue[dict[str, Any]], closing: asyncio.Event
+) -> dict[str, Any] | None:
+    """The next event; an empty one after KEEP_ALIVE_S without any; None at shutdown."""
+    getting = asyncio.ensure_future(queue.get())
+    waiting = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait(
+            (getting, waiting), timeout=KEEP_ALIVE_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        getting.cancel()
+        waiting.cancel()
+    if getting.done() and not getting.cancelled():
+        return getting.result()
+    return None if closing.is_set() else {}
+
+
+def _message(runner: Runner, event: dict[str, Any]) -> bytes:
+    """The event as the stream carries it; an empty one is the keep-alive comment."""
+    if not event:
+        return b": keep-alive\n\n"
+    # A batch's event says how far its run has come; the page's bar also needs the estimate
+    # that this is measured against, which the run learnt after its run_started event went out.
+    live = runner.live(event["sync_name"])
+    if event["type"] == "batch_committed" and live is not None and live.run_id == event["run_id"]:
+        event = event | {"source_rows_estimate": live.rows_estimate}
+    return f"event: {event['type']}\ndata: {_dumps(event)}\n\n".encode()
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Without this, cleanup would wait its full shutdown_timeout for streams that never end.
+    app[CLOSING].set()

@@ -117,6 +117,7 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
         "tags": [
             {"name": "Batch Sync", "description": "The batch sync contract, start to reset."},
             {"name": "Operations", "description": "Probes and metrics."},
+            {"name": "Status page", "description": "What the page at / is fed with."},
         ],
         "components": {
             "schemas": {
@@ -336,6 +337,44 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
                             "Runs",
                         ),
                         **_errors(400, 404, 500, 503),
+                    },
+                }
+            },
+            "/api/batch-sync/events": {
+                "get": {
+                    "tags": ["Status page"],
+                    "summary": "Server-Sent Events about runs, until syncd stops",
+                    "description": "An event named run_started, batch_committed or"
+                    " run_finished for each run change and batch commit, its data a JSON object"
+                    " with at least type, sync_name and run_id; batch_committed adds rows,"
+                    " run_rows_read, rows_per_second and source_rows_estimate, run_finished"
+                    " adds status and error."
+                    " A comment line keeps an idle stream open every 15 s.",
+                    "responses": {
+                        "200": {
+                            "description": "An event stream that ends only when syncd stops",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/api/batch-sync/page-config": {
+                "get": {
+                    "tags": ["Status page"],
+                    "summary": "Whether POSTs need a bearer token, and the largest batch size",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "token_required", "max_batch_size"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["success"]},
+                                    "token_required": {"type": "boolean"},
+                                    "max_batch_size": {"type": "integer"},
+                                },
+                            },
+                            "What the page needs to know",
+                        )
                     },
                 }
             },

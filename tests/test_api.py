@@ -292,7 +292,8 @@ async def test_probes_metrics_health_and_docs(conn: asyncpg.Connection, api) -> 
         and not route.resource.canonical.startswith("/docs")
     }  # fmt: skip
     documented = {(m, p) for p, item in document["paths"].items() for m in item}
-    assert routes - {("get", "/openapi.json")} == documented
+    page = {("get", "/"), ("get", "/static/{name}")}
+    assert routes - {("get", "/openapi.json")} - page == documented
 
 
 async def test_syncs_lists_every_sync_with_its_schedule(api) -> None:

@@ -20,7 +20,8 @@ from syncd.openapi import openapi_document
 from tests.conftest import dsn_for
 from tests.helpers import create_items
 
-schema = schemathesis.openapi.from_dict(openapi_document())
+# The event stream never ends, so a client that reads whole answers would wait forever.
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/api/batch-sync/events")
 
 
 async def _database(name: str, create: bool) -> None:
