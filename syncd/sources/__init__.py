@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
-from syncd.errors import SourceError
 
 Position = tuple[str | None, ...]
 """A keyset position: the cursor value (when the sync has a cursor) then the key
@@ -111,7 +110,9 @@ async def check_source(config: PostgresSourceConfig | OracleSourceConfig) -> str
         from syncd.sources.postgres import check_postgres
 
         return await check_postgres(config.dsn, config.secret())
-    raise SourceError("kind: oracle sources are not supported by this build yet")
+    from syncd.sources.oracle import check_oracle
+
+    return await check_oracle(config)
 
 
 def open_source(
@@ -122,4 +123,6 @@ def open_source(
         from syncd.sources.postgres import open_postgres_source
 
         return open_postgres_source(config, sync)
-    raise SourceError("kind: oracle sources are not supported by this build yet")
+    from syncd.sources.oracle import open_oracle_source
+
+    return open_oracle_source(config, sync)

@@ -1,0 +1,495 @@
+"""An Oracle source: python-oracledb's asyncio thin driver, reading keyset batches.
+
+Every batch is one query, never OFFSET:
+
+    WHERE c >= :after1 AND (c > :after1 OR k > :after2) AND c < :before
+    ORDER BY c, k FETCH FIRST n ROWS ONLY
+
+Its binds carry each column's own type, so Oracle compares like with like and
+an index on (c, k) serves the query as a range scan. A time cursor is read only
+up to the database's own clock less the sync's ``lag``, which gives a transaction
+that has stamped a row but not yet committed that long before the keyset moves
+past it. A full pass may instead read at one system change number, kept in the
+checkpoint so that a resumed pass sees the same data.
+
+Each run has a pool of one connection. A connection interrupted mid-call
+(cancelled, timed out, cut off) is dropped unless the driver still calls it
+healthy, so no half-read reply is ever handed back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import oracledb
+
+from syncd.config import OracleSourceConfig, SyncConfig
+from syncd.errors import SourceError
+from syncd.identifiers import TableName
+from syncd.retry import Retryable
+from syncd.sources import Batch, Column, Position, RecordBatch, Shape, SnapshotExpired, Window
+from syncd.sources.oracle_types import (
+    OracleType,
+    RowReader,
+    bind_value,
+    json_text_unparsed,
+    oracle_type,
+)
+
+CALL_TIMEOUT_MS = 300_000
+"""The longest one round trip to Oracle may take before it counts as lost."""
+
+SESSION_SQL = "ALTER SESSION SET TIME_ZONE = 'UTC' NLS_SORT = BINARY NLS_COMP = BINARY"
+"""UTC makes local-time-zone values and SYS_EXTRACT_UTC agree; binary collation makes
+ORDER BY and ``>`` agree on text keys, which the keyset depends on."""
+
+
+# -- Connecting -------------------------------------------------------------------------
+
+
+async def _prepare_session(conn: oracledb.AsyncConnection, requested_tag: str | None) -> None:
+    with conn.cursor() as cursor:
+        await cursor.execute(SESSION_SQL)
+
+
+@asynccontextmanager
+async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracledb.AsyncConnection]:
+    """One prepared session, dropped rather than released if a call was cut short."""
+    with _oracle_errors(config.user, reading=None):
+        pool = oracledb.create_pool_async(
+            dsn=config.dsn,
+            user=config.user,
+            password=config.secret(),
+            min=0,
+            max=1,
+            increment=1,
+            session_callback=_prepare_session,
+            program="syncd",
+        )
+    try:
+        with _oracle_errors(config.user, reading=None):
+            conn: oracledb.AsyncConnection = await pool.acquire()
+        try:
+            conn.call_timeout = CALL_TIMEOUT_MS
+            yield conn
+        finally:
+            # Releasing a connection whose reply was half read would block on it, or
+            # hand the next user its leftovers; dropping closes it without a word.
+            if conn.is_healthy():
+                await pool.release(conn)
+            else:
+                # python-oracledb annotates drop() with the synchronous Connection class.
+                await pool.drop(conn)  # type: ignore[arg-type]
+    finally:
+        await pool.close(force=True)
+
+
+async def check_oracle(config: OracleSourceConfig) -> str:
+    try:
+        async with oracle_connection(config) as conn:
+            return f"Oracle Database {conn.version}"
+    except Retryable as exc:
+        raise SourceError(str(exc)) from exc
+
+
+@asynccontextmanager
+async def open_oracle_source(
+    config: OracleSourceConfig, sync: SyncConfig
+) -> AsyncIterator[OracleSource]:
+    if sync.table is None:
+        raise SourceError(
+            "an Oracle sync reads a table or a view: put the query in a view and name it in 'table'"
+        )
+    async with oracle_connection(config) as conn:
+        yield OracleSource(conn, sync, config.user)
+
+
+# -- Errors -----------------------------------------------------------------------------
+
+# Worth another try: the connection is gone or the database is (re)starting. Oracle's
+# own connection-loss codes (ORA-03113, ORA-03114, ORA-03135, killed sessions) reach
+# thin mode as DPY-4011, and a refused TCP connection (ORA-12541) as DPY-6005.
+_RETRYABLE = {
+    "DPY-4011",  # the database or network closed the connection
+    "DPY-4024",  # call_timeout exceeded
+    "DPY-6000",  # the listener refused the connection, e.g. while the database starts
+    "DPY-6005",  # cannot connect
+    "ORA-01555",  # snapshot too old, outside a snapshot pass: the batch can simply rerun
+}
+
+# Reading at an SCN that undo or flashback no longer cover (or after DDL on the table).
+_SNAPSHOT_GONE = {"ORA-01555", "ORA-08180", "ORA-08181", "ORA-01466"}
+
+
+def classify(
+    exc: oracledb.Error, *, user: str, reading: str | None, scn: str | None = None
+) -> Exception:
+    """The exception to raise for a driver error: Retryable, SnapshotExpired or SourceError.
+
+    ``reading`` names what was being read, ``scn`` the snapshot it was read at.
+    """
+    error = exc.args[0]
+    code: str = getattr(error, "full_code", "")
+    # The first line names the error; later ones may say why (a refused connection,
+    # a host not found). The help-portal link is left out.
+    text = " ".join(line for line in str(exc).splitlines() if not line.startswith("Help:"))
+    if scn is not None and code in _SNAPSHOT_GONE:
+        return SnapshotExpired(
+            f"Oracle can no longer read {reading} as of SCN {scn} ({text});"
+            " the pass starts again at a new SCN"
+        )
+    if code in _RETRYABLE or getattr(error, "isrecoverable", False):
+        return Retryable(text)
+    if code == "DPY-4001":
+        return SourceError(f"no password for the Oracle user {user}: set password or password_file")
+    if code == "ORA-01017":
+        return SourceError(f"Oracle refused the login of {user}: invalid username or password")
+    if code == "ORA-28000":
+        return SourceError(f"the Oracle account {user} is locked")
+    if code == "ORA-00942" and reading == "V$DATABASE":
+        return SourceError(
+            f"snapshot: scn reads the current SCN from V$DATABASE, which {user} may not read:"
+            f" GRANT SELECT ON V_$DATABASE TO {user}"
+        )
+    if code == "ORA-00942":
+        return SourceError(
+            f"{reading} does not exist or {user} may not read it:"
+            f" GRANT SELECT ON {reading} TO {user}"
+        )
+    if code == "ORA-01031" and scn is not None:
+        return SourceError(
+            f"snapshot: scn reads {reading} AS OF SCN, which needs the FLASHBACK privilege:"
+            f" GRANT FLASHBACK ON {reading} TO {user}"
+        )
+    if code == "ORA-00904":
+        return SourceError(f"{reading} has no such column: {text}")
+    return SourceError(f"Oracle refused the request: {text}")
+
+
+@contextmanager
+def _oracle_errors(user: str, reading: str | None, scn: str | None = None) -> Iterator[None]:
+    try:
+        yield
+    except oracledb.Error as exc:
+        raise classify(exc, user=user, reading=reading, scn=scn) from exc
+
+
+# -- SQL --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Relation:
+    """What a sync reads, quoted for Oracle."""
+
+    table: str
+    select: tuple[str, ...]
+    order: tuple[str, ...]
+    """The cursor (if any) then the key columns."""
+    has_cursor: bool
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Which conditions one batch query carries; their values travel as binds."""
+
+    after: bool = False
+    """(order) > (:after1, :after2, …)"""
+    since: bool = False
+    """cursor >= :since, the saved cursor value less the lookback"""
+    until: bool = False
+    """(order) <= (:until1, :until2, …)"""
+    before: bool = False
+    """cursor < :before, the database clock less the lag"""
+    scn: bool = False
+    """AS OF SCN :scn"""
+
+
+def batch_sql(relation: Relation, bounds: Bounds, limit: int) -> str:
+    """The query for one batch of at most ``limit`` rows; the limit is a literal."""
+    order = relation.order
+    cursor = order[0]
+    conditions = []
+    if bounds.after:
+        conditions.append(_beyond(order, "after", ">=", ">", ">"))
+    if bounds.since:
+        conditions.append(f"{cursor} >= :since")
+    if bounds.until:
+        conditions.append(_beyond(order, "until", "<=", "<", "<="))
+    if bounds.before:
+        conditions.append(f"{cursor} < :before")
+    if relation.has_cursor and not conditions:
+        # A NULL cursor has no place in the order; sqlglot spells IS NOT NULL this way.
+        conditions.append(f"NOT {cursor} IS NULL")
+    sql = f"SELECT {', '.join(relation.select)} FROM {relation.table}"
+    if bounds.scn:
+        sql += " AS OF SCN :scn"
+    if conditions:
+        sql += f" WHERE {' AND '.join(conditions)}"
+    return sql + f" ORDER BY {', '.join(order)} FETCH FIRST {int(limit)} ROWS ONLY"
+
+
+def _beyond(order: Sequence[str], name: str, loose: str, strict: str, last: str) -> str:
+    """A row comparison written out column by column, each leading column first as a
+    plain range (``loose``), so that Oracle can start an index range scan there."""
+    sql = f"{order[-1]} {last} :{name}{len(order)}"
+    for i in reversed(range(len(order) - 1)):
+        column, bind = order[i], f":{name}{i + 1}"
+        inner = f"({sql})" if " AND " in sql else sql
+        sql = f"{column} {loose} {bind} AND ({column} {strict} {bind} OR {inner})"
+    return sql
+
+
+COLUMNS_SQL = (
+    "SELECT COLUMN_NAME, DATA_TYPE, DATA_PRECISION, DATA_SCALE FROM ALL_TAB_COLUMNS"
+    " WHERE OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
+    " AND TABLE_NAME = :table_name ORDER BY COLUMN_ID"
+)
+PRIMARY_KEY_SQL = (
+    "SELECT cc.COLUMN_NAME FROM ALL_CONSTRAINTS c JOIN ALL_CONS_COLUMNS cc"
+    " ON cc.OWNER = c.OWNER AND cc.CONSTRAINT_NAME = c.CONSTRAINT_NAME"
+    " WHERE c.OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
+    " AND c.TABLE_NAME = :table_name AND c.CONSTRAINT_TYPE = 'P' ORDER BY cc.POSITION"
+)
+NUM_ROWS_SQL = (
+    "SELECT NUM_ROWS FROM ALL_TABLES"
+    " WHERE OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
+    " AND TABLE_NAME = :table_name"
+)
+CLOCK_SQL = "SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"
+SCN_SQL = "SELECT CURRENT_SCN FROM V$DATABASE"
+
+
+# -- Reading ----------------------------------------------------------------------------
+
+Binds = dict[str, tuple[Any, oracledb.DbType]]
+"""Bind name to (value, the type it is bound as): a batch query's binds."""
+
+
+@dataclass(frozen=True)
+class _Described:
+    shape: Shape
+    relation: Relation
+    order_binds: tuple[oracledb.DbType, ...]
+    """The type each order column's position value is bound as."""
+    reader: RowReader
+    cursor_is_time: bool
+
+
+class OracleSource:
+    def __init__(self, conn: oracledb.AsyncConnection, sync: SyncConfig, user: str) -> None:
+        self._conn = conn
+        self._sync = sync
+        self._user = user
+        self._table = TableName.parse(sync.table or "")
+        self._names = {"owner": self._table.schema, "table_name": self._table.name}
+        self._described: _Described | None = None
+
+    async def describe(self) -> Shape:
+        return (await self._ensure_described()).shape
+
+    async def _ensure_described(self) -> _Described:
+        if self._described is None:
+            self._described = await self._describe()
+        return self._described
+
+    async def _describe(self) -> _Described:
+        sync = self._sync
+        rows = await self._query(COLUMNS_SQL, self._names, reading="ALL_TAB_COLUMNS")
+        if not rows:
+            raise SourceError(
+                f"the source table {self._table} does not exist or {self._user} cannot see it"
+                " (names are case-sensitive, and Oracle keeps unquoted names in upper case)"
+            )
+        found = {name: (data_type, _int(p), _int(s)) for name, data_type, p, s in rows}
+        key = tuple(sync.key) if sync.key else await self._primary_key()
+        order = (*([sync.cursor] if sync.cursor else []), *key)
+        wanted = set(order) | set(sync.columns or found)
+        missing = [name for name in (*order, *(sync.columns or ())) if name not in found]
+        if missing:
+            raise SourceError(
+                f"the source table {self._table} has no column "
+                + ", ".join(repr(m) for m in dict.fromkeys(missing))
+                + f" (it has {', '.join(found)})"
+            )
+        chosen = [name for name in found if name in wanted]
+        types = {name: self._type(name, *found[name]) for name in chosen}
+        order_binds = tuple(self._order_bind(name, found[name][0], types[name]) for name in order)
+        cursor_is_time = sync.cursor is not None and types[sync.cursor].is_time
+        if (sync.lookback is not None or sync.lag is not None) and not cursor_is_time:
+            raise SourceError(
+                f"lookback and lag need a DATE or TIMESTAMP cursor; {sync.cursor!r} is"
+                f" {found[sync.cursor or ''][0]}"
+            )
+        columns = tuple(
+            Column(name=name, target_name=_target_name(name), pg_type=types[name].pg_type)
+            for name in chosen
+        )
+        targets = [c.target_name for c in columns]
+        if len(set(targets)) < len(targets):
+            raise SourceError(
+                "two source columns would have the same name in the target: " + ", ".join(targets)
+            )
+        relation = Relation(
+            table=".".join(_quote(part) for part in (self._table.schema, self._table.name) if part),
+            # No alias on SYS_EXTRACT_UTC: ORDER BY would take the alias over the column
+            # and sort by the expression, which no index on the column serves.
+            select=tuple(
+                f"SYS_EXTRACT_UTC({_quote(name)})" if types[name].at_utc else _quote(name)
+                for name in chosen
+            ),
+            order=tuple(_quote(name) for name in order),
+            has_cursor=sync.cursor is not None,
+        )
+        reader = RowReader(
+            chosen, [types[name] for name in chosen], [chosen.index(n) for n in order], sync.nul
+        )
+        return _Described(
+            shape=Shape(columns=columns, key=key, cursor=sync.cursor),
+            relation=relation,
+            order_binds=order_binds,
+            reader=reader,
+            cursor_is_time=cursor_is_time,
+        )
+
+    def _type(
+        self, name: str, data_type: str, precision: int | None, scale: int | None
+    ) -> OracleType:
+        mapped = oracle_type(data_type, precision, scale)
+        if mapped is None:
+            raise SourceError(
+                f"column {name} of {self._table} is of type {data_type}, which syncd cannot"
+                " copy; leave it out with 'columns'"
+            )
+        return mapped
+
+    def _order_bind(self, name: str, data_type: str, mapped: OracleType) -> oracledb.DbType:
+        if mapped.bind is None:
+            raise SourceError(
+                f"{name} ({data_type}) cannot order a keyset: a key or cursor must be a number,"
+                " text, RAW, DATE, or TIMESTAMP of at most microseconds"
+            )
+        return mapped.bind
+
+    async def _primary_key(self) -> tuple[str, ...]:
+        rows = await self._query(PRIMARY_KEY_SQL, self._names, reading="ALL_CONSTRAINTS")
+        if not rows:
+            raise SourceError(
+                f"the source table {self._table} has no primary key; name one with 'key'"
+            )
+        return tuple(row[0] for row in rows)
+
+    async def estimate_rows(self, window: Window) -> int | None:
+        """The optimizer's row count for a whole pass; other windows are not guessed at."""
+        if window != Window():
+            return None
+        rows = await self._query(NUM_ROWS_SQL, self._names, reading="ALL_TABLES")
+        return _int(rows[0][0]) if rows else None
+
+    async def read(self, window: Window, batch_size: int) -> AsyncIterator[Batch]:
+        described = await self._ensure_described()
+        cursor_bind = described.order_binds[0]
+        fixed: Binds = {}
+        if window.until is not None:
+            fixed |= self._position_binds("until", window.until, described)
+        if described.cursor_is_time:
+            (clock,) = (await self._query(CLOCK_SQL, reading="DUAL"))[0]
+            fixed["before"] = (clock - (self._sync.lag or timedelta()), cursor_bind)
+        scn = None
+        if self._sync.snapshot == "scn":
+            scn = window.snapshot or await self._current_scn()
+            fixed["scn"] = (int(scn), oracledb.DB_TYPE_NUMBER)
+        bounds = Bounds(
+            until=window.until is not None, before="before" in fixed, scn=scn is not None
+        )
+        lower: Binds = {}
+        if window.cursor_from is not None:
+            since = bind_value(window.cursor_from, cursor_bind) - (window.lookback or timedelta())
+            lower, bounds = {"since": (since, cursor_bind)}, replace(bounds, since=True)
+        elif window.after is not None:
+            lower = self._position_binds("after", window.after, described)
+            bounds = replace(bounds, after=True)
+        while True:
+            sql = batch_sql(described.relation, bounds, batch_size)
+            binds = fixed | lower
+            rows = await self._query(
+                sql,
+                {name: value for name, (value, _) in binds.items()},
+                types={name: bind for name, (_, bind) in binds.items()},
+                reading=str(self._table),
+                scn=scn,
+                batch_size=batch_size,
+            )
+            if not rows:
+                return
+            records, cleaned = described.reader.records(rows)
+            end = described.reader.position(rows[-1])
+            yield RecordBatch(records=records, end=end, snapshot=scn, values_cleaned=cleaned)
+            if len(rows) < batch_size:
+                return
+            lower = self._position_binds("after", end, described)
+            bounds = replace(bounds, after=True, since=False)
+
+    async def _current_scn(self) -> str:
+        (scn,) = (await self._query(SCN_SQL, reading="V$DATABASE"))[0]
+        return str(int(scn))
+
+    def _position_binds(self, name: str, position: Position, described: _Described) -> Binds:
+        if len(position) != len(described.order_binds):
+            raise SourceError(
+                f"the saved position has {len(position)} values but the sync orders by"
+                f" {len(described.order_binds)} columns; the key or cursor changed: reset the sync"
+            )
+        return {
+            f"{name}{i}": (None if text is None else bind_value(text, bind), bind)
+            for i, (text, bind) in enumerate(zip(position, described.order_binds, strict=True), 1)
+        }
+
+    async def _query(
+        self,
+        sql: str,
+        values: dict[str, Any] | None = None,
+        *,
+        types: dict[str, oracledb.DbType] | None = None,
+        reading: str,
+        scn: str | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]:
+        """Run one query and fetch its rows: LOBs as str and bytes, numbers as Decimal.
+
+        ``types`` binds values as those types; a batch's whole result is fetched at once.
+        """
+        with _oracle_errors(self._user, reading, scn), self._conn.cursor() as cursor:
+            cursor.outputtypehandler = json_text_unparsed
+            if batch_size is not None:
+                # One more row than the batch lets the execute round trip also learn
+                # that the result has ended.
+                cursor.arraysize = batch_size
+                cursor.prefetchrows = batch_size + 1
+            if types:
+                cursor.setinputsizes(**types)
+            await cursor.execute(sql, values or {}, fetch_lobs=False, fetch_decimals=True)
+            rows: list[Any] = await (
+                cursor.fetchall() if batch_size is None else cursor.fetchmany(batch_size)
+            )
+            return rows
+
+
+def _quote(name: str) -> str:
+    return oracledb.enquote_name(name, capitalize=False)
+
+
+_UNQUOTED = re.compile(r"[A-Z][A-Z0-9_$#]*")
+
+
+def _target_name(name: str) -> str:
+    """Oracle's upper-case unquoted names become PostgreSQL's lower-case ones."""
+    return name.lower() if _UNQUOTED.fullmatch(name) else name
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,448 @@
+"""The Oracle source under the real engine, over PostgreSQL dressed as Oracle.
+
+See tests/oracle/harness.py for what the fake does and where it follows Oracle
+rather than PostgreSQL. These tests check keyset semantics (ties, boundaries,
+resume, late commits, snapshots) and the conversion of Oracle-shaped values;
+they cannot check Oracle's own SQL semantics, which tests/oracle/ does when an
+Oracle database is at hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import oracledb
+import pytest
+from structlog.testing import capture_logs
+
+from syncd.errors import SourceError
+from syncd.sources import Window, open_source
+from syncd.sources import oracle as oracle_source
+from tests.helpers import Recorder, fingerprint, run_sync
+from tests.oracle.harness import FakeOracle, fake_oracle
+
+SOURCES = {
+    "crm": {"kind": "oracle", "dsn": "crm-db:1521/FREEPDB1", "user": "SYNCD", "password": "pw"}
+}
+ITEMS = {"source": "crm", "table": "CRM.ITEMS", "target_table": "public.items"}
+ITEMS_BY_TIME = ITEMS | {"cursor": "UPDATED_AT"}
+ITEMS_COLUMNS = {"ID": "NUMBER(12)", "UPDATED_AT": "TIMESTAMP(6)", "NAME": "VARCHAR2(100)"}
+
+
+@pytest.fixture
+async def oracle(db: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOracle]:
+    async with fake_oracle(db, monkeypatch) as fake:
+        yield fake
+
+
+def configure(make_config: Any, **syncs: dict[str, Any]) -> Any:
+    config, _ = make_config(syncs, sources=SOURCES)
+    return config
+
+
+async def create_items(oracle: FakeOracle, rows: int, cursor_sql: str) -> None:
+    """``rows`` items whose UPDATED_AT is ``cursor_sql`` (in terms of n, the id)."""
+    if ("CRM", "ITEMS") not in oracle.tables:
+        await oracle.create_table("ITEMS", ITEMS_COLUMNS, primary_key=["ID"])
+    await oracle.conn.execute(
+        f"""INSERT INTO "CRM"."ITEMS"
+            SELECT n, {cursor_sql}, 'item ' || n FROM generate_series(1, {rows}) AS n"""
+    )
+
+
+async def test_a_thousand_ties_at_a_fractional_second_neither_skip_nor_repeat(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await create_items(oracle, 1_000, "timestamp '2025-01-01 00:00:00.500001'")
+    config = configure(make_config, items=ITEMS_BY_TIME | {"batch_size": 7})
+
+    result = await run_sync(config, "items")
+
+    assert (result.status, result.rows_read) == ("succeeded", 1_000)
+    assert result.batches == math.ceil(1_000 / 7)
+    assert await fingerprint(conn, "public.items") == await fingerprint(
+        conn, '"CRM"."ITEMS"', key='"ID"'
+    )
+    assert await conn.fetchval("SELECT position FROM syncd.sync_state") == (
+        '["2025-01-01 00:00:00.500001", "1000"]'
+    )
+
+
+async def first_batch_ends(source: Any, batches: int) -> list[tuple[str | None, ...]]:
+    ends = []
+    async for batch in source.read(Window(), 2):
+        ends.append(batch.end)
+        if len(ends) == batches:
+            break
+    return ends
+
+
+async def test_a_date_bind_would_never_get_past_a_tie_and_a_timestamp_bind_does(
+    oracle: FakeOracle, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five rows share a cursor value with a fraction of a second; batches of two.
+    await create_items(oracle, 5, "timestamp '2025-01-01 12:00:00.5'")
+    config = configure(make_config, items=ITEMS_BY_TIME)
+    tie = "2025-01-01 12:00:00.500000"
+
+    async with open_source(config.sources["crm"], config.syncs["items"]) as source:
+        assert await first_batch_ends(source, 4) == [(tie, "2"), (tie, "4"), (tie, "5")]
+
+    # Bound as DATE, the position loses its half second: every row of the tie is
+    # "after" it again, and the keyset starts over from the same two rows forever.
+    def as_date(*args: Any) -> Any:
+        mapped = original(*args)
+        if mapped is not None and mapped.bind is oracledb.DB_TYPE_TIMESTAMP:
+            return replace(mapped, bind=oracledb.DB_TYPE_DATE)
+        return mapped
+
+    original = oracle_source.oracle_type
+    monkeypatch.setattr(oracle_source, "oracle_type", as_date)
+    async with open_source(config.sources["crm"], config.syncs["items"]) as source:
+        assert await first_batch_ends(source, 4) == [(tie, "2")] * 4
+
+
+@pytest.mark.parametrize("rows", [0, 1, 10, 11])
+async def test_boundaries_of_an_exact_and_a_ragged_last_batch(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any, rows: int
+) -> None:
+    await create_items(oracle, rows, "timestamp '2025-01-01' + n * interval '1 second'")
+    config = configure(make_config, items=ITEMS_BY_TIME | {"batch_size": 10})
+
+    result = await run_sync(config, "items")
+
+    assert (result.status, result.rows_read, result.batches) == (
+        "succeeded",
+        rows,
+        math.ceil(rows / 10),
+    )
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == rows
+    assert await conn.fetchval("SELECT is_complete FROM syncd.sync_state") is True
+
+
+async def test_a_stopped_run_resumes_and_a_cancelled_fetch_drops_its_connection(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await create_items(oracle, 300, "timestamp '2025-01-01' + (n / 7) * interval '1 second'")
+    config = configure(make_config, items=ITEMS_BY_TIME | {"batch_size": 20})
+    stop = asyncio.Event()
+
+    first = await run_sync(config, "items", observer=Recorder(stop_after=3, stop=stop), stop=stop)
+    assert (first.status, first.rows_read) == ("cancelled", 60)
+
+    # Shutdown in the middle of a fetch: the half-read connection must not go back.
+    recorder = Recorder()
+    running = asyncio.create_task(run_sync(config, "items", observer=recorder))
+    await recorder.first_batch.wait()
+    oracle.fetch_gate = asyncio.Event()
+    await oracle.fetch_waiting.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    pool = oracle.pools[-1]
+    pool.drop.assert_awaited_once()
+    pool.release.assert_not_awaited()
+    pool.close.assert_awaited_once_with(force=True)
+
+    oracle.fetch_gate, oracle.healthy = None, True
+    last = await run_sync(config, "items")
+    assert last.status == "succeeded"
+    assert await fingerprint(conn, "public.items") == await fingerprint(
+        conn, '"CRM"."ITEMS"', key='"ID"'
+    )
+    statuses = await conn.fetch("SELECT status FROM syncd.runs ORDER BY started_at")
+    assert [r["status"] for r in statuses] == ["cancelled", "cancelled", "succeeded"]
+    assert oracle.pools[-1].release.await_count == 1
+
+
+async def test_rows_newer_than_the_lag_wait_and_lookback_catches_a_late_commit(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    utc_now = "(now() AT TIME ZONE 'UTC')"
+    await create_items(oracle, 100, f"{utc_now} - interval '1 hour' + n * interval '1 second'")
+    await conn.execute(
+        f"""INSERT INTO "CRM"."ITEMS" VALUES
+            (500, {utc_now} + interval '1 hour', 'dated in the future'),
+            (501, {utc_now} - interval '10 seconds', 'younger than the lag')"""
+    )
+    config = configure(
+        make_config, items=ITEMS_BY_TIME | {"batch_size": 8, "lookback": "10m", "lag": "1m"}
+    )
+    first = await run_sync(config, "items")
+    assert first.rows_read == 100
+
+    # Committed late, with a cursor value below the saved position but inside lookback.
+    await conn.execute(
+        """INSERT INTO "CRM"."ITEMS"
+            SELECT 600, "UPDATED_AT" - interval '5 minutes', 'late' FROM "CRM"."ITEMS"
+             WHERE "ID" = 100"""
+    )
+    second = await run_sync(config, "items")
+
+    ids = {r["id"] for r in await conn.fetch("SELECT id FROM public.items WHERE id > 100")}
+    assert ids == {600}
+    assert second.rows_written == 1
+    assert second.rows_read > 1
+    held_back = [s for s in oracle.statements if "before" in s.binds]
+    assert held_back and all(s.sizes["before"] is oracledb.DB_TYPE_TIMESTAMP for s in held_back)
+
+
+TYPED_COLUMNS = {
+    "ID": "NUMBER(9)",
+    "SMALL": "NUMBER(4)",
+    "BIG": "NUMBER(18)",
+    "HUGE": "NUMBER(30)",
+    "AMOUNT": "NUMBER(12,2)",
+    "ANY_NUMBER": "NUMBER",
+    "APPROX": "FLOAT(126)",
+    "RATIO": "BINARY_DOUBLE",
+    "CREATED": "DATE",
+    "CHANGED": "TIMESTAMP(6)",
+    "AT_ZONE": "TIMESTAMP(6) WITH TIME ZONE",
+    "AT_LOCAL": "TIMESTAMP(6) WITH LOCAL TIME ZONE",
+    "TERM": "INTERVAL YEAR(2) TO MONTH",
+    "SPAN": "INTERVAL DAY(2) TO SECOND(6)",
+    "CODE": "CHAR(3)",
+    "NAME": "VARCHAR2(50)",
+    "NOTES": "CLOB",
+    "PAYLOAD": "BLOB",
+    "TOKEN": "RAW(16)",
+    "FLAG": "BOOLEAN",
+    "DOC": "JSON",
+    "Mixed Case": "VARCHAR2(10)",
+}
+
+TYPED_ROWS = r"""
+INSERT INTO "CRM"."TYPED" VALUES
+ (1, -9999, 999999999999999999, 123456789012345678901234567890, -1234567890.12,
+  0.000000000000000000000000000000000000000001, 3.14159265358979323846264338327950288,
+  1.0000000000000002, '2024-02-29 23:59:59', '2024-02-29 23:59:59.999999',
+  '2024-03-31 01:30:00.123456+02', '2024-10-27 03:00:00+01', '1 year 2 months',
+  '-3 days 04:05:06.789',
+  'ab ', 'émoji 🚀 "quotes"', '\x6100620063'::bytea, '\x00ff10'::bytea, '\xdeadbeef'::bytea,
+  true, '{"n": 12345678901234567890.123456789, "a": [1, 2.50, {"b": null}], "é": "ü"}', 'odd'),
+ (2, 0, 0, 0, 0, 0, 0, 0, '0001-01-01 00:00:01', '1970-01-01', '1970-01-01 00:00:00+00',
+  '1970-01-01 00:00:00+00', '-1 year -1 month', '0', '   ', 'x', '\x78'::bytea, '', '\x00',
+  false, '[]', 'y'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2020-01-01', NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+"""
+
+
+async def test_oracle_shaped_values_arrive_exactly_in_mapped_types(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await oracle.create_table("TYPED", TYPED_COLUMNS, primary_key=["ID"])
+    await conn.execute(TYPED_ROWS)
+    config = configure(
+        make_config,
+        typed={"source": "crm", "table": "CRM.TYPED", "target_table": "public.typed"}
+        | {"cursor": "CHANGED", "types": {"SMALL": "integer"}},
+    )
+
+    result = await run_sync(config, "typed")
+
+    assert (result.status, result.rows_read) == ("succeeded", 3)
+    types = dict(
+        await conn.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'public.typed'::regclass AND attnum > 0"
+        )
+    )
+    assert types == {
+        "id": "integer",
+        "small": "integer",
+        "big": "bigint",
+        "huge": "numeric(30,0)",
+        "amount": "numeric(12,2)",
+        "any_number": "numeric",
+        "approx": "numeric",
+        "ratio": "double precision",
+        "created": "timestamp(0) without time zone",
+        "changed": "timestamp(6) without time zone",
+        "at_zone": "timestamp(6) with time zone",
+        "at_local": "timestamp(6) with time zone",
+        "term": "interval",
+        "span": "interval",
+        "code": "text",
+        "name": "text",
+        "notes": "text",
+        "payload": "bytea",
+        "token": "bytea",
+        "flag": "boolean",
+        "doc": "jsonb",
+        "Mixed Case": "text",
+    }
+    # Every value equals the source's, compared by PostgreSQL itself; NOTES of row 1
+    # lost its NUL characters.
+    differing = await conn.fetch(
+        """SELECT s."ID", column_name FROM "CRM"."TYPED" s JOIN public.typed t ON t.id = s."ID",
+           LATERAL (VALUES
+             ('SMALL', s."SMALL" = t.small), ('BIG', s."BIG" = t.big), ('HUGE', s."HUGE" = t.huge),
+             ('AMOUNT', s."AMOUNT" = t.amount), ('ANY_NUMBER', s."ANY_NUMBER" = t.any_number),
+             ('APPROX', s."APPROX" = t.approx), ('RATIO', s."RATIO" = t.ratio),
+             ('CREATED', s."CREATED" = t.created), ('CHANGED', s."CHANGED" = t.changed),
+             ('AT_ZONE', s."AT_ZONE" = t.at_zone), ('AT_LOCAL', s."AT_LOCAL" = t.at_local),
+             ('TERM', s."TERM"::text = t.term::text), ('SPAN', s."SPAN"::text = t.span::text),
+             ('NAME', s."NAME" = t.name),
+             ('NOTES', s."NOTES" = convert_to(t.notes, 'UTF8') OR s."ID" = 1),
+             ('PAYLOAD', s."PAYLOAD" = t.payload), ('TOKEN', s."TOKEN" = t.token),
+             ('FLAG', s."FLAG" = t.flag), ('DOC', s."DOC" = t.doc),
+             ('Mixed Case', s."Mixed Case" = t."Mixed Case")
+           ) AS c(column_name, same)
+           WHERE same IS NOT TRUE AND NOT (same IS NULL AND s."ID" = 3)"""
+    )
+    assert [tuple(r) for r in differing] == []
+    assert await conn.fetchval("SELECT notes FROM public.typed WHERE id = 1") == "abc"
+    codes = await conn.fetch("SELECT code FROM public.typed ORDER BY id")
+    assert [r["code"] for r in codes] == ["ab ", "   ", None], "CHAR keeps its padding"
+    assert await conn.fetchval("SELECT values_cleaned FROM syncd.runs") == 1
+
+    again = await run_sync(config, "typed")
+    assert (again.rows_read, again.rows_written) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("nul", "notes"), [("strip", "abc"), ("replace", "a\ufffdb\ufffdc")], ids=["strip", "replace"]
+)
+async def test_nul_characters_are_cleaned_and_counted(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any, nul: str, notes: str
+) -> None:
+    await oracle.create_table("NOTED", {"ID": "NUMBER(9)", "NOTES": "CLOB"}, primary_key=["ID"])
+    await conn.execute(
+        """INSERT INTO "CRM"."NOTED" VALUES (1, '\\x6100620063'), (2, '\\x6f6b'), (3, '\\x00')"""
+    )
+    config = configure(
+        make_config,
+        noted={"source": "crm", "table": "CRM.NOTED", "target_table": "public.noted", "nul": nul},
+    )
+
+    result = await run_sync(config, "noted")
+
+    assert result.status == "succeeded"
+    assert await conn.fetchval("SELECT notes FROM public.noted WHERE id = 1") == notes
+    assert await conn.fetchval("SELECT values_cleaned FROM syncd.runs") == 2
+
+
+async def test_nul_fail_names_the_column_and_the_row(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await oracle.create_table("NOTED", {"ID": "NUMBER(9)", "NOTES": "CLOB"}, primary_key=["ID"])
+    await conn.execute("""INSERT INTO "CRM"."NOTED" VALUES (1, '\\x6f6b'), (2, '\\x6100')""")
+    config = configure(
+        make_config,
+        noted={"source": "crm", "table": "CRM.NOTED", "target_table": "public.noted"}
+        | {"nul": "fail"},
+    )
+
+    with pytest.raises(SourceError, match=r"column NOTES of the row at \['2'\] holds a NUL"):
+        await run_sync(config, "noted")
+
+
+async def test_a_full_pass_by_compound_key_resumes_mid_pass(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await oracle.create_table(
+        "REGIONAL",
+        {"REGION": "VARCHAR2(10)", "ID": "NUMBER(10)", "NAME": "VARCHAR2(20)"},
+        primary_key=["REGION", "ID"],
+    )
+    await conn.execute(
+        """INSERT INTO "CRM"."REGIONAL"
+           SELECT (ARRAY['EMEA', 'AMER', 'APAC', 'Emea'])[1 + n % 4], n / 4, 'r' || n
+             FROM generate_series(0, 94) AS n"""
+    )
+    config = configure(
+        make_config,
+        regional={"source": "crm", "table": "CRM.REGIONAL", "target_table": "public.regional"}
+        | {"batch_size": 10},
+    )
+    stop = asyncio.Event()
+
+    first = await run_sync(
+        config, "regional", observer=Recorder(stop_after=3, stop=stop), stop=stop
+    )
+    second = await run_sync(config, "regional")
+
+    assert (first.rows_read, second.rows_read) == (30, 65)
+    assert await fingerprint(conn, "public.regional", key="region, id") == await fingerprint(
+        conn, '"CRM"."REGIONAL"', key='"REGION", "ID"'
+    )
+    three_columns = [s for s in oracle.statements if "after2" in s.binds]
+    assert three_columns and all(
+        s.sizes == {"after1": oracledb.DB_TYPE_VARCHAR, "after2": oracledb.DB_TYPE_NUMBER}
+        for s in three_columns
+    )
+
+
+SNAPSHOT_SYNC = ITEMS | {"batch_size": 10, "snapshot": "scn"}
+
+
+async def test_a_resumed_pass_reads_the_snapshot_it_started_at(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await create_items(oracle, 50, "timestamp '2025-01-01'")
+    config = configure(make_config, items=SNAPSHOT_SYNC)
+    stop = asyncio.Event()
+
+    await run_sync(config, "items", observer=Recorder(stop_after=2, stop=stop), stop=stop)
+    scn = await conn.fetchval("SELECT snapshot FROM syncd.sync_state")
+    assert scn is not None
+    await conn.execute(
+        """INSERT INTO "CRM"."ITEMS" SELECT n, timestamp '2025-01-02', 'new'
+             FROM generate_series(1001, 1010) AS n;
+           UPDATE "CRM"."ITEMS" SET "NAME" = 'renamed' WHERE "ID" = 45"""
+    )
+
+    resumed = await run_sync(config, "items")
+
+    assert resumed.rows_read == 30
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 50
+    assert await conn.fetchval("SELECT name FROM public.items WHERE id = 45") == "item 45"
+    state = await conn.fetchrow("SELECT snapshot, is_complete FROM syncd.sync_state")
+    assert (state["snapshot"], state["is_complete"]) == (None, True)
+    read_at = {s.binds["scn"] for s in oracle.statements if "scn" in s.binds}
+    assert read_at == {int(scn)}
+
+    fresh = await run_sync(config, "items")
+    assert fresh.rows_read == 60
+    assert await conn.fetchval("SELECT name FROM public.items WHERE id = 45") == "renamed"
+
+
+async def test_an_expired_snapshot_restarts_the_pass_and_says_so(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await create_items(oracle, 50, "timestamp '2025-01-01'")
+    config = configure(make_config, items=SNAPSHOT_SYNC)
+    stop = asyncio.Event()
+    await run_sync(config, "items", observer=Recorder(stop_after=2, stop=stop), stop=stop)
+    await oracle.expire_snapshots()
+
+    with capture_logs() as logs:
+        result = await run_sync(config, "items")
+
+    assert result.status == "succeeded"
+    expired = [e for e in logs if e["event"] == "snapshot_expired"]
+    assert len(expired) == 1 and "ORA-08181" in expired[0]["error"]
+    assert "starts again at a new SCN" in expired[0]["error"]
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 50
+    assert await conn.fetchval("SELECT is_complete FROM syncd.sync_state") is True
+
+
+async def test_check_config_reaches_oracle_through_a_prepared_session(
+    oracle: FakeOracle, make_config: Any
+) -> None:
+    from syncd.sources import check_source
+
+    config = configure(make_config, items=ITEMS)
+
+    assert await check_source(config.sources["crm"]) == "Oracle Database 23.6.0.24.10"
+    assert oracle.session == [oracle_source.SESSION_SQL]
+    (arguments,) = oracle.pool_arguments
+    assert arguments["program"] == "syncd"
+    assert (arguments["user"], arguments["password"]) == ("SYNCD", "pw")
