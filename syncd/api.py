@@ -23,6 +23,7 @@ import structlog
 import swagger_ui_bundle
 from aiohttp import web
 
+from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
@@ -355,12 +356,10 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
     return view
 
 
-def _schedule_text(schedule: object) -> str | None:
-    every = getattr(schedule, "every", None)
-    if every is not None:
-        return f"every {int(every.total_seconds())}s"
-    cron = getattr(schedule, "cron", None)
-    return f"cron {cron}" if cron else None
+def _schedule_text(schedule: EverySchedule | CronSchedule | None) -> str | None:
+    if isinstance(schedule, EverySchedule):
+        return f"every {format_duration(schedule.every)}"
+    return f"cron {schedule.cron}" if schedule is not None else None
 
 
 async def reset(request: web.Request) -> web.Response:

@@ -302,7 +302,7 @@ async def test_syncs_lists_every_sync_with_its_schedule(api) -> None:
     )
     listing = await body(await client.get(f"{PREFIX}/syncs"), 200)
     by_name = {s["sync_name"]: s for s in listing["syncs"]}
-    assert by_name["a"]["schedule"] == "every 900s" and by_name["a"]["next_run_at"]
+    assert by_name["a"]["schedule"] == "every 15m" and by_name["a"]["next_run_at"]
     assert by_name["b"]["schedule"] is None and by_name["b"]["next_run_at"] is None
 
 

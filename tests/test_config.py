@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import load_config, parse_duration
+from syncd.config import format_duration, load_config, parse_duration
 from syncd.errors import ConfigError
 
 VALID = """
@@ -159,6 +159,7 @@ def test_empty_token_means_no_token(tmp_path: Path) -> None:
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+    assert parse_duration(format_duration(expected)) == expected
 
 
 @pytest.mark.parametrize("text", ["", "5", "5x", "m5", "1.5h", "-1m"])
