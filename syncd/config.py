@@ -115,6 +115,9 @@ class _Secrets(_Model):
 class TargetConfig(_Secrets):
     dsn: str = "postgresql://127.0.0.1:5432/postgres"
     state_schema: str = "syncd"
+    statement_timeout: Duration = timedelta(minutes=10)
+    """The longest one statement of a run may take on the target (a lock held on the
+    target table, say) before the run fails with that reason instead of hanging."""
 
     _state_schema = field_validator("state_schema")(_check_identifier)
 

@@ -103,7 +103,10 @@ class Engine:
         self.stop = stop or asyncio.Event()
 
     async def connect_target(self) -> asyncpg.Connection:
-        return await pg.connect(self.config.target.dsn, self.config.target.secret())
+        target = self.config.target
+        return await pg.connect(
+            target.dsn, target.secret(), statement_timeout=target.statement_timeout
+        )
 
     def describe_error(self, exc: BaseException) -> str:
         """An error as people should read it: typed when unexpected, never with a secret."""

@@ -25,12 +25,19 @@ SESSION_SETTINGS = {
 
 
 async def connect(
-    dsn: str, password: str | None, *, connect_timeout: float = 10.0
+    dsn: str,
+    password: str | None,
+    *,
+    connect_timeout: float = 10.0,
+    statement_timeout: timedelta | None = None,
 ) -> asyncpg.Connection:
     """One connection with syncd's session settings; errors never carry the password."""
+    settings = dict(SESSION_SETTINGS)
+    if statement_timeout is not None:
+        settings["statement_timeout"] = str(int(statement_timeout.total_seconds() * 1000))
     try:
         conn = await asyncpg.connect(
-            dsn, password=password, timeout=connect_timeout, server_settings=SESSION_SETTINGS
+            dsn, password=password, timeout=connect_timeout, server_settings=settings
         )
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
         raise SyncdError(f"{redact(dsn)}: login refused: {exc}") from None

@@ -72,8 +72,9 @@ def make_config(db: str, tmp_path: Path) -> Iterator[ConfigFactory]:
     """Write a config file whose source and target are this test's database."""
 
     def make(syncs: dict[str, dict[str, Any]], **top: Any) -> tuple[Config, Path]:
+        """``top`` sets top-level keys; a ``target`` mapping adds to the test's target."""
         document: dict[str, Any] = {
-            "target": {"dsn": db, "state_schema": "syncd"},
+            "target": {"dsn": db, "state_schema": "syncd"} | top.pop("target", {}),
             "sources": {"pg": {"kind": "postgres", "dsn": db}},
             "syncs": {
                 name: {"source": "pg", "retry": {"initial_delay": "1s", "max_delay": "2s"}} | spec

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from syncd.errors import AlreadyRunning, SchemaMismatch, SourceError, TargetError
+from syncd.errors import AlreadyRunning, SchemaMismatch, SourceError, SyncdError, TargetError
 from tests.helpers import Recorder, create_items, fingerprint, run_sync
 
 ITEMS = {"table": "src.items", "key": ["id"], "target_table": "public.items"}
@@ -347,3 +347,31 @@ async def test_a_value_the_target_refuses_is_named_by_sync_row_and_column(
     assert await conn.fetchval("SELECT current_offset FROM syncd.sync_state") == 30
     run = await conn.fetchrow("SELECT status, error FROM syncd.runs")
     assert run["status"] == "failed" and "row id=37" in run["error"]
+
+
+async def test_a_lock_held_on_the_target_past_the_statement_timeout_fails_the_run_clearly(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 50)
+    config, _ = make_config(
+        {"items": ITEMS_BY_TIME | {"batch_size": 10}},
+        target={"statement_timeout": "500ms"},
+    )
+    await run_sync(config, "items")
+    await conn.execute(
+        "UPDATE src.items SET name = 'changed', updated_at = updated_at + interval '1h'"
+    )
+
+    blocker = await asyncpg.connect(config.target.dsn)
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("LOCK TABLE public.items IN ACCESS EXCLUSIVE MODE")
+    with pytest.raises(SyncdError, match="canceling statement due to statement timeout"):
+        await run_sync(config, "items")
+    await transaction.rollback()
+    await blocker.close()
+
+    run = await conn.fetchrow("SELECT status, error FROM syncd.runs ORDER BY started_at DESC")
+    assert run["status"] == "failed" and "statement timeout" in run["error"]
+    assert (await run_sync(config, "items")).status == "succeeded"
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
