@@ -257,7 +257,7 @@ async def _demo_on(config: Config, args: argparse.Namespace) -> int:
         return await _run_with_progress(config, RunRequest(sync_name=DEMO_SYNC, trigger="cli"))
     api = f"http://{config.api.host}:{config.api.port}"
     print(
-        f"demo: serving the demo sync. Status: {api}/api/batch-sync/status"
+        f"demo: serving the demo sync. Status page: {api}/  API: {api}/api/batch-sync/status"
         f"  API docs: {api}/docs  Metrics: {api}/metrics  (Ctrl-C stops)",
         file=sys.stderr,
     )
