@@ -27,6 +27,7 @@ from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
+from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
@@ -126,7 +127,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+    except (OSError, asyncpg.PostgresConnectionError, *UNUSABLE_CONNECTION) as exc:
         log.warning("target_unavailable", path=request.path, error=type(exc).__name__)
         return _error(503, "the target database is not reachable right now")
     except asyncio.CancelledError:
@@ -192,6 +193,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the JSON body must be an object")
     unknown = sorted(set(data) - {"batch_size", "sync_name"})
@@ -276,13 +279,16 @@ async def _trigger(request: web.Request) -> LiveRun:
     name, batch_size = await _run_params(request)
     if services.runner.live(name) is None:
         async with _pool(request).acquire() as conn:
-            if await services.store.is_running(conn, name):
-                state = await services.store.load(conn, name)
-                raise Busy(
-                    f"sync {name!r} is already running in another process"
-                    f" (pid {state.holder_pid} on {state.holder_host})",
-                    run_id=state.holder_run_id,
-                )
+            held = await services.store.is_running(conn, name)
+            state = await services.store.load(conn, name) if held else None
+        # While we asked, a concurrent request of ours may have started the run that now
+        # holds the lock: that one is busy here, not in another process.
+        if state is not None and services.runner.live(name) is None:
+            raise Busy(
+                f"sync {name!r} is already running in another process"
+                f" (pid {state.holder_pid} on {state.holder_host})",
+                run_id=state.holder_run_id,
+            )
     return services.runner.trigger(name, trigger="http", batch_size=batch_size)
 
 
@@ -441,7 +447,7 @@ async def readyz(request: web.Request) -> web.Response:
             async with asyncio.timeout(2):
                 async with services.pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, *UNUSABLE_CONNECTION) as exc:
             reasons.append(f"the target database does not answer: {type(exc).__name__}")
     if not services.schedules.running:
         reasons.append("the scheduler is not running")

@@ -384,7 +384,7 @@ class _Writer:
         conn = self._conn
         if conn is None or conn.is_closed():
             return
-        if conn.is_in_transaction() or isinstance(failure, asyncpg.InterfaceError):
+        if conn.is_in_transaction() or isinstance(failure, retry.UNUSABLE_CONNECTION):
             conn.terminate()
 
     async def ensure_open(self, run_id: str) -> None:

@@ -17,10 +17,15 @@ _RETRYABLE_POSTGRES = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
-    # A connection cut off mid-COPY can leave asyncpg's protocol in a state it reports
-    # as "another operation is in progress" before it notices the socket closed.
+    # A connection cut off mid-operation can leave asyncpg's protocol in a state it
+    # reports ("cannot switch to state…", "another operation is in progress") before
+    # it notices that the socket has closed.
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
+
+UNUSABLE_CONNECTION = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""Errors after which a connection cannot be trusted with another statement."""
 
 
 class Retryable(Exception):

@@ -157,6 +157,11 @@ async def test_a_hundred_parallel_starts_make_exactly_one_run(
 
     statuses = sorted(r.status for r in responses)
     assert statuses == [202] + [409] * 99
+    answers = [await r.json() for r in responses]
+    (run_id,) = {a["run_id"] for a in answers if a["status"] == "started"}
+    # Found by the chaos suite: a request that looked before the run began, then saw
+    # its lock, blamed "another process" and gave no run_id.
+    assert all(a["run_id"] == run_id for a in answers if a["status"] == "error")
     await wait_idle(client, "opps")
     assert await conn.fetchval("SELECT count(*) FROM syncd.runs") == 1
 
@@ -203,6 +208,8 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ("post", "start", {"json": {"sync_name": 5}}, 400, "sync_name must be a string"),
         ("post", "start", {"json": {"sync_name": "a", "drop": 1}}, 400, "unknown field(s) drop"),
         ("post", "start", {"data": b"x" * 70_000}, 413, "request body too large"),
+        # Found by the chaos suite: json.loads raised RecursionError, a 500.
+        ("post", "start", {"data": b"[" * 40_000}, 400, "nested too deeply"),
         ("get", "runs?sync_name=a&limit=0", {}, 400, "limit must be a whole number from 1 to 1000"),
         ("get", "runs?sync_name=../../etc/passwd", {}, 404, "unknown sync '../../etc/passwd'"),
         ("get", "nowhere", {}, 404, "Not Found"),
