@@ -73,8 +73,41 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def log_reader_error(self) -> BaseException | None:
+        """Why the log reader stopped early (a line that is not JSON, say), if it did."""
+        if not self._tasks or not self._tasks[0].done() or self._tasks[0].cancelled():
+            return None
+        return self._tasks[0].exception()
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.lines if e["event"] == name]
+
+    def live_run_ids(self) -> set[str]:
+        """Runs this process has logged as started and not (yet) as finished or failed."""
+        started = {e["run_id"] for e in self.events("run_started")}
+        ended = {
+            e.get("run_id") for e in self.lines if e["event"] in ("run_finished", "run_failed")
+        }
+        return started - ended
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process now, from /proc (Linux)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     async def wait_for(self, predicate: Any, within: float = 30) -> None:
         deadline = asyncio.get_running_loop().time() + within
@@ -82,6 +115,8 @@ class Daemon:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"timed out; last log lines: {self.raw_lines[-5:]}")
             assert self.process is not None
+            if self.log_reader_error is not None:
+                raise AssertionError(f"log reader stopped: {self.log_reader_error!r}")
             if self.process.returncode is not None:
                 raise AssertionError(
                     f"daemon exited {self.process.returncode}: {self.raw_lines[-5:]}"
