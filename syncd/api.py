@@ -249,7 +249,8 @@ def _batch_size(request: web.Request, value: Any) -> int | None:
 
 
 def _limit(request: web.Request) -> int:
-    text = _query(request, "limit") or "20"
+    given = _query(request, "limit")
+    text = "20" if given is None else given
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise ApiError(400, f"limit must be a whole number from 1 to 1000, found {text!r}")
     return int(text)

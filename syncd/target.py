@@ -14,6 +14,7 @@ import asyncpg
 
 from syncd.errors import SchemaMismatch, TargetError
 from syncd.identifiers import TableName, quote_ident
+from syncd.retry import is_retryable
 from syncd.sources import Batch, CopyBatch, Shape
 
 _STAGING = "syncd_staging"
@@ -130,6 +131,8 @@ class TargetTable:
                 f"the target table {self.name} needs a primary key or unique index on ({keys})"
             ) from None
         except asyncpg.PostgresError as exc:
+            if is_retryable(exc):
+                raise  # a lost connection says nothing about the table: the run retries
             raise SchemaMismatch(
                 f"the target table {self.name} does not fit the source: {exc}"
             ) from None

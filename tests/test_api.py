@@ -211,6 +211,7 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         # Found by the chaos suite: json.loads raised RecursionError, a 500.
         ("post", "start", {"data": b"[" * 40_000}, 400, "nested too deeply"),
         ("get", "runs?sync_name=a&limit=0", {}, 400, "limit must be a whole number from 1 to 1000"),
+        ("get", "runs?sync_name=a&limit=", {}, 400, "limit must be a whole number from 1 to 1000"),
         ("get", "runs?sync_name=../../etc/passwd", {}, 404, "unknown sync '../../etc/passwd'"),
         ("get", "nowhere", {}, 404, "Not Found"),
         # Found by schemathesis:
