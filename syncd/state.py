@@ -95,9 +95,7 @@ class StateStore:
 
     async def claim(self, conn: Conn, sync_name: str, run_id: str) -> None:
         """Take the sync's lock for this session, or raise AlreadyRunning naming the holder."""
-        await conn.execute(
-            f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
-        )
+        await self._ensure_row(conn, sync_name)
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key(sync_name)):
             raise AlreadyRunning(await self._held_message(conn, sync_name))
         # Whoever ran before us is gone (we hold the lock), so its unfinished runs were cut off.
@@ -115,6 +113,11 @@ class StateStore:
             socket.gethostname(),
             os.getpid(),
             run_id,
+        )
+
+    async def _ensure_row(self, conn: Conn, sync_name: str) -> None:
+        await conn.execute(
+            f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
         )
 
     async def release(self, conn: Conn, sync_name: str, run_id: str) -> None:
@@ -249,9 +252,7 @@ class StateStore:
 
     async def reset(self, conn: Conn, sync_name: str) -> None:
         """Start the sync over from the beginning; the target table's rows are left alone."""
-        await conn.execute(
-            f"INSERT INTO {self._table} (sync_name) VALUES ($1) ON CONFLICT DO NOTHING", sync_name
-        )
+        await self._ensure_row(conn, sync_name)
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key(sync_name)):
             raise AlreadyRunning(
                 await self._held_message(conn, sync_name) + "; reset refused while it runs"
