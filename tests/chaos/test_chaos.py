@@ -17,6 +17,8 @@ from tests.chaos.report import explain, table
 SHORT_SCENARIOS = [s.name for s in scenarios.SCENARIOS if not s.long_only]
 
 
+# A scenario stages a cluster, a writer and several faults: it may take minutes on a busy machine.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", SHORT_SCENARIOS)
 async def test_chaos_scenario(name: str) -> None:
     result = await scenarios.run(name, SHORT)
