@@ -65,6 +65,37 @@ def format_duration(value: timedelta) -> str:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"(\d+)\s*(B|kB|KiB|MB|MiB|GB|GiB)?")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "kB": 10**3,
+    "KiB": 2**10,
+    "MB": 10**6,
+    "MiB": 2**20,
+    "GB": 10**9,
+    "GiB": 2**30,
+}
+
+
+def parse_size(value: object) -> object:
+    """Read a byte count: ``65536``, ``512kB``, ``64MB``, ``64MiB`` or ``1GiB``."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("expected a size such as 64MB, 512kB or 1GiB")
+    return int(match[1]) * _SIZE_UNITS[match[2]]
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _positive_duration(value: timedelta) -> timedelta:
+    if value <= timedelta():
+        raise ValueError("expected a duration above zero")
+    return value
+
 
 def _check_identifier(value: str) -> str:
     quote_ident(value)
@@ -112,22 +143,30 @@ class _Secrets(_Model):
         return self.password.get_secret_value()
 
 
-class TargetConfig(_Secrets):
+class _Database(_Secrets):
+    """How long syncd waits on a database before it calls the wait a failure."""
+
+    connect_timeout: Duration = timedelta(seconds=10)
+    statement_timeout: Duration = timedelta(minutes=10)
+    """The longest one statement may take (a lock held on the table, say) before the
+    run fails with that reason instead of hanging."""
+
+    _positive = field_validator("connect_timeout", "statement_timeout")(_positive_duration)
+
+
+class TargetConfig(_Database):
     dsn: str = "postgresql://127.0.0.1:5432/postgres"
     state_schema: str = "syncd"
-    statement_timeout: Duration = timedelta(minutes=10)
-    """The longest one statement of a run may take on the target (a lock held on the
-    target table, say) before the run fails with that reason instead of hanging."""
 
     _state_schema = field_validator("state_schema")(_check_identifier)
 
 
-class PostgresSourceConfig(_Secrets):
+class PostgresSourceConfig(_Database):
     kind: Literal["postgres"]
     dsn: str
 
 
-class OracleSourceConfig(_Secrets):
+class OracleSourceConfig(_Database):
     kind: Literal["oracle"]
     dsn: str
     user: str = Field(min_length=1)
@@ -139,12 +178,7 @@ SourceConfig = Annotated[PostgresSourceConfig | OracleSourceConfig, Field(discri
 class EverySchedule(_Model):
     every: Duration
 
-    @field_validator("every")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta():
-            raise ValueError("expected a duration above zero")
-        return value
+    _positive = field_validator("every")(_positive_duration)
 
 
 class CronSchedule(_Model):
@@ -194,12 +228,15 @@ class SyncConfig(_Model):
     columns: list[str] | None = Field(default=None, min_length=1)
     target_table: str
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    batch_bytes: ByteSize = Field(default=64 * 10**6, ge=64 * 1024)
+    """A batch also ends once its rows take this many bytes, so that wide rows cannot
+    make a batch of ``batch_size`` rows outgrow memory."""
     schedule: Schedule | None = None
     retry: RetryConfig = RetryConfig()
     types: dict[str, str] = {}
     """PostgreSQL types for target columns, by source column name, instead of the mapped ones."""
     lag: Duration | None = None
-    """Read only rows whose cursor is older than the source's clock minus this (Oracle)."""
+    """Read only rows whose cursor is older than the source's clock minus this."""
     snapshot: Literal["scn"] | None = None
     """Read a whole pass at one system change number (Oracle, needs FLASHBACK)."""
     nul: Literal["strip", "replace", "fail"] = "strip"
@@ -266,6 +303,9 @@ class Config(_Model):
     logging: LoggingConfig = LoggingConfig()
     grace_period: Duration = timedelta(seconds=30)
     """How long a stopping daemon lets runs commit their batch in flight before cancelling."""
+    stall_timeout: Duration = timedelta(minutes=30)
+    """A run that has made no progress for this long counts as stuck: the daemon stops
+    telling systemd's watchdog that it is alive, so that systemd restarts it."""
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -275,6 +315,13 @@ class Config(_Model):
                 raise ValueError(
                     f"syncs.{name}.source: unknown source {sync.source!r} (configured: {known})"
                 )
+            source = self.sources[sync.source]
+            for option in _ORACLE_ONLY:
+                if isinstance(source, PostgresSourceConfig) and option in sync.model_fields_set:
+                    raise ValueError(
+                        f"syncs.{name}.{option}: applies to Oracle sources only, and source"
+                        f" {sync.source!r} is PostgreSQL"
+                    )
         if self.default_sync is not None and self.default_sync not in self.syncs:
             raise ValueError(f"default_sync: unknown sync {self.default_sync!r}")
         return self
@@ -301,6 +348,10 @@ class Config(_Model):
         if self.api.token is not None:
             found.append(self.api.token.get_secret_value())
         return [s for s in found if s]
+
+
+_ORACLE_ONLY = ("snapshot", "nul")
+"""Options a PostgreSQL source cannot honour: it has no SCN, and its text holds no NUL."""
 
 
 def _dsn_password(dsn: str) -> str | None:
