@@ -67,7 +67,7 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(notifier.close)
-            await stack.enter_async_context(notifier.watchdog())
+            await stack.enter_async_context(notifier.watchdog(runner.healthy))
             await stack.enter_async_context(_http(services, config.api))
             pool = await _connect_target(config, stop)
             if pool is None:

@@ -10,6 +10,7 @@ committed position; nothing else needs remembering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,15 +19,21 @@ from typing import Protocol
 import asyncpg
 import structlog
 
-from syncd import pg, retry
+from syncd import handoff, pg, retry
 from syncd.config import Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.redact import scrub
-from syncd.sources import Batch, Position, SnapshotExpired, Source, Window, open_source
+from syncd.sources import Batch, Limits, Position, SnapshotExpired, Source, Window, open_source
 from syncd.state import StateStore, SyncState
-from syncd.target import TargetTable
+from syncd.target import DirectCopyConflict, TargetTable
 
 log = structlog.get_logger("syncd.engine")
+
+FETCHER_UNWIND_S = 10.0
+"""How long a cancelled fetcher may take to give its source connection back; the
+connection is closed by its owner either way."""
+CLOSE_S = 10.0
+"""How long the run's final bookkeeping may take before it is given up on."""
 
 
 def new_run_id() -> str:
@@ -67,6 +74,8 @@ class BatchReport:
     duration_s: float
     run_rows_read: int
     run_rows_per_s: float
+    rows_estimate: int | None
+    """About how many rows the run reads in all: never fewer than it has read."""
 
 
 class RunObserver(Protocol):
@@ -103,10 +112,7 @@ class Engine:
         self.stop = stop or asyncio.Event()
 
     async def connect_target(self) -> asyncpg.Connection:
-        target = self.config.target
-        return await pg.connect(
-            target.dsn, target.secret(), statement_timeout=target.statement_timeout
-        )
+        return await pg.connect_to(self.config.target)
 
     def describe_error(self, exc: BaseException) -> str:
         """An error as people should read it: typed when unexpected, never with a secret."""
@@ -139,20 +145,17 @@ class _Run:
         self.name = name
         self.sync = sync
         self.request = request
-        self.batch_size = request.batch_size or sync.batch_size
+        self.limits = Limits(rows=request.batch_size or sync.batch_size, bytes=sync.batch_bytes)
         self.result = RunResult(run_id=request.run_id, sync_name=name)
-        self.writer = _Writer(engine, name)
+        self.writer = _Writer(engine, name, request)
         self.started = time.monotonic()
         self.lookback_done = False
+        self.direct_allowed = True
+        self.rows_estimate: int | None = None
 
     async def execute(self) -> None:
         result = self.result
-        await self.writer.open(self.request.run_id, first=True)
         try:
-            await self.store.start_run(
-                self.writer.conn, self.name, self.request.run_id, self.request.trigger
-            )
-            log.info("run_started", batch_size=self.batch_size)
             await self._with_retries()
             result.status = "succeeded"
         except _StopRequested:
@@ -185,10 +188,16 @@ class _Run:
         while True:
             batches_before = self.result.batches
             try:
-                await self.writer.ensure_open(self.request.run_id)
+                if await self.writer.ensure_open():
+                    log.info(
+                        "run_started", batch_size=self.limits.rows, batch_bytes=self.limits.bytes
+                    )
                 async with open_source(source_config, self.sync) as source:
                     await self._attempt(source)
                 return
+            except DirectCopyConflict:
+                # Not a failure: the batch is written again by upsert, from where it began.
+                self.direct_allowed = False
             except SnapshotExpired as exc:
                 attempt += 1
                 if attempt >= policy.attempts:
@@ -200,7 +209,8 @@ class _Run:
             except Exception as exc:
                 # Errors raised while unwinding a dead connection are not always typed as
                 # connection errors, but a closed writer says what happened all the same.
-                if not (retry.is_retryable(exc) or self.writer.lost):
+                # Our own errors say what they mean.
+                if isinstance(exc, SyncdError) or not (retry.is_retryable(exc) or self.writer.lost):
                     raise
                 self.writer.discard_if_unusable(exc)
                 # A streak of failures counts; progress in between starts a new streak.
@@ -220,52 +230,61 @@ class _Run:
         state = await self.store.load(conn, self.name)
         full_refresh = self.request.full_refresh and self.result.batches == 0
         phases = _plan(state, self.sync, full_refresh, self.lookback_done)
-        observer = self.engine.observer
-        if observer is not None and self.result.batches == 0:
-            estimate = await source.estimate_rows(phases[-1].window)
-            observer.run_started(self.name, self.request.run_id, estimate)
-        direct = await table.is_empty(conn)
+        if self.rows_estimate is None:
+            self.rows_estimate = await source.estimate_rows(phases[-1].window)
+            if self.engine.observer is not None:
+                self.engine.observer.run_started(self.name, self.request.run_id, self.rows_estimate)
+        direct = self.direct_allowed and await table.is_empty(conn)
         for phase in phases:
-            direct = await self._phase(source, table, phase, direct)
+            await self._phase(source, table, phase, direct)
+            direct = False
             self.lookback_done = True
 
-    async def _phase(self, source: Source, table: TargetTable, phase: _Phase, direct: bool) -> bool:
-        """Write one phase's batches while the next is fetched; returns whether direct COPY
-        into the table is still worth trying."""
-        queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=1)
-
-        async def fetch() -> None:
-            try:
-                async for batch in source.read(phase.window, self.batch_size):
-                    await queue.put(batch)
-                await queue.put(None)
-            except Exception as exc:
-                await queue.put(exc)
-
-        fetcher = asyncio.create_task(fetch(), name=f"syncd-fetch-{self.name}")
+    async def _phase(self, source: Source, table: TargetTable, phase: _Phase, direct: bool) -> None:
+        """Write one phase's batches while the next is fetched."""
+        handed_over: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        fetcher = asyncio.create_task(
+            self._fetch(source, phase.window, handed_over), name=f"syncd-fetch-{self.name}"
+        )
         try:
             reached_end = False
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                reached_end = phase.final and item.rows < self.batch_size
-                direct = await self._commit(table, item, phase, reached_end, direct)
+            while (batch := await handoff.receive(handed_over, fetcher)) is not None:
+                reached_end = phase.final and batch.exhausted
+                await self._commit(table, batch, phase, reached_end, direct)
                 if self.engine.stop.is_set():
                     raise _StopRequested
             if phase.final and not reached_end:
                 await self.store.mark_complete(self.writer.conn, self.name)
         finally:
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
-        return direct
+            await handoff.stop(fetcher, within=FETCHER_UNWIND_S)
 
-    async def _record(self, batch: Batch, position: Position, written: int, complete: bool) -> None:
+    async def _fetch(
+        self, source: Source, window: Window, handed_over: asyncio.Queue[Batch]
+    ) -> None:
+        """Read ``window`` batch by batch into ``handed_over``; errors end the task, and
+        the writer, watching it, sees them at once."""
+        rows_fetched = self.result.rows_read
+        async with contextlib.aclosing(source.read(window, self.limits)) as batches:
+            async for batch in batches:
+                await handed_over.put(batch)
+                # The estimate was only a guess: once it is passed, guess again at what is
+                # left (here, between two batches, the source connection is free).
+                rows_fetched += self.limits.rows
+                if not batch.exhausted and (self.rows_estimate or 0) < rows_fetched:
+                    remaining = await source.estimate_rows(
+                        Window(after=batch.end, until=window.until)
+                    )
+                    self.rows_estimate = rows_fetched + (remaining or 0)
+
+    async def _record(
+        self, batch: Batch, position: Position, rows: int, written: int, complete: bool
+    ) -> None:
         await self.store.commit_batch(
             self.writer.conn,
             sync_name=self.name,
             run_id=self.request.run_id,
             position=position,
-            rows_read=batch.rows,
+            rows_read=rows,
             rows_written=written,
             complete=complete,
             snapshot=batch.snapshot,
@@ -274,40 +293,38 @@ class _Run:
 
     async def _commit(
         self, table: TargetTable, batch: Batch, phase: _Phase, complete: bool, direct: bool
-    ) -> bool:
+    ) -> None:
         """The batch's rows, position and counters in one transaction."""
         conn = self.writer.conn
         position = phase.pinned or batch.end
         began = time.monotonic()
         try:
             async with conn.transaction():
-                written, direct = await _write(table, conn, batch, direct)
-                await self._record(batch, position, written, complete)
-        except asyncpg.DataError as exc:
-            culprit = await table.find_rejected_value(conn, batch)
-            raise TargetError(
-                f"sync {self.name!r}: the target table {table.name} refused a batch"
-                + (f" at {culprit}" if culprit else "")
-                + f": {exc}"
-            ) from None
+                rows, written = await _write(table, conn, batch, direct)
+                await self._record(batch, position, rows, written, complete)
+        except TargetError as exc:
+            raise TargetError(f"sync {self.name!r}: {exc}") from None
         result = self.result
         result.batches += 1
-        result.rows_read += batch.rows
+        result.rows_read += rows
         result.rows_written += written
         elapsed = time.monotonic() - self.started
+        if self.rows_estimate is not None:
+            self.rows_estimate = max(self.rows_estimate, result.rows_read)
         report = BatchReport(
             sync_name=self.name,
             run_id=self.request.run_id,
-            rows=batch.rows,
+            rows=rows,
             rows_written=written,
             position=position,
             duration_s=time.monotonic() - began,
             run_rows_read=result.rows_read,
             run_rows_per_s=result.rows_read / elapsed if elapsed else 0.0,
+            rows_estimate=self.rows_estimate,
         )
         log.info(
             "batch_committed",
-            rows=batch.rows,
+            rows=rows,
             rows_written=written,
             position=list(position),
             duration_ms=round(report.duration_s * 1000, 1),
@@ -315,12 +332,11 @@ class _Run:
         )
         if self.engine.observer is not None:
             self.engine.observer.batch_committed(report)
-        return direct
 
 
 async def _write(
     table: TargetTable, conn: asyncpg.Connection, batch: Batch, direct: bool
-) -> tuple[int, bool]:
+) -> tuple[int, int]:
     try:
         return await table.write(conn, batch, direct=direct)
     except asyncpg.CardinalityViolationError:
@@ -352,30 +368,45 @@ def _plan(
 class _Writer:
     """The target connection that holds the sync's lock and writes its batches."""
 
-    def __init__(self, engine: Engine, sync_name: str) -> None:
+    def __init__(self, engine: Engine, sync_name: str, request: RunRequest) -> None:
         self._engine = engine
         self._sync_name = sync_name
+        self._request = request
         self._conn: asyncpg.Connection | None = None
+        self._claimed = False
+        """Whether this run ever held the lock, and so has a run record to finish."""
 
     @property
     def conn(self) -> asyncpg.Connection:
         assert self._conn is not None
         return self._conn
 
-    async def open(self, run_id: str, *, first: bool) -> None:
-        conn = await self._engine.connect_target()
-        try:
-            if first:
-                await self._engine.store.migrate(conn)
-            await self._engine.store.claim(conn, self._sync_name, run_id)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._conn = conn
-
     @property
     def lost(self) -> bool:
         return self._conn is None or self._conn.is_closed()
+
+    async def ensure_open(self) -> bool:
+        """Connect and take the sync's lock, again after a lost connection; the first
+        time, also bring the state schema up to date and record the run, and say so."""
+        if not self.lost:
+            return False
+        self._conn = None
+        first = not self._claimed
+        store = self._engine.store
+        conn = await self._engine.connect_target()
+        try:
+            if first:
+                await store.migrate(conn)
+            await store.claim(conn, self._sync_name, self._request.run_id)
+            if first:
+                await store.start_run(
+                    conn, self._sync_name, self._request.run_id, self._request.trigger
+                )
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn, self._claimed = conn, True
+        return first
 
     def discard_if_unusable(self, failure: Exception) -> None:
         """Drop the connection (and the lock with it) if the failure left it untrustworthy:
@@ -387,27 +418,29 @@ class _Writer:
         if conn.is_in_transaction() or isinstance(failure, retry.UNUSABLE_CONNECTION):
             conn.terminate()
 
-    async def ensure_open(self, run_id: str) -> None:
-        """After a lost connection, reconnect and take the lock again before writing."""
-        if not self.lost:
-            return
-        self._conn = None
-        await self.open(run_id, first=False)
-
     async def close(self, result: RunResult) -> None:
-        store = self._engine.store
-        conn = self._conn
+        """Record how the run ended and let the lock go. Never raises: a failure here is
+        logged, and must not take the place of the run's own outcome."""
         try:
-            if conn is None or conn.is_closed() or conn.is_in_transaction():
-                if conn is not None:
-                    conn.terminate()
-                conn = self._conn = await self._engine.connect_target()
-            await store.finish_run(
-                conn, self._sync_name, result.run_id, result.status, result.error
-            )
-            await store.release(conn, self._sync_name, result.run_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            async with asyncio.timeout(CLOSE_S):
+                await self._finish(result)
+        except Exception as exc:
             log.warning("run_record_not_saved", error=self._engine.describe_error(exc))
         finally:
+            if self._conn is not None:
+                self._conn.terminate()
+                self._conn = None
+
+    async def _finish(self, result: RunResult) -> None:
+        if not self._claimed:
+            return
+        store = self._engine.store
+        conn = self._conn
+        if conn is None or conn.is_closed() or conn.is_in_transaction():
             if conn is not None:
-                await conn.close(timeout=5)
+                conn.terminate()
+            conn = self._conn = await self._engine.connect_target()
+        await store.finish_run(conn, self._sync_name, result.run_id, result.status, result.error)
+        await store.release(conn, self._sync_name, result.run_id)
+        await conn.close(timeout=CLOSE_S)
+        self._conn = None

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
@@ -60,13 +60,14 @@ class Notifier:
             self._socket = None
 
     @contextlib.asynccontextmanager
-    async def watchdog(self) -> AsyncIterator[None]:
-        """Ping from a task on the event loop, so a blocked loop stops the pings."""
+    async def watchdog(self, healthy: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
+        """Ping from a task on the event loop, so a blocked loop stops the pings, and only
+        while ``healthy()`` says so, so that work that is stuck stops them too."""
         if not self.enabled or self.watchdog_interval is None:
             yield
             return
         task = asyncio.create_task(
-            self._ping_forever(self.watchdog_interval), name="syncd-watchdog"
+            self._ping_forever(self.watchdog_interval, healthy), name="syncd-watchdog"
         )
         try:
             yield
@@ -75,7 +76,8 @@ class Notifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _ping_forever(self, interval: float) -> None:
+    async def _ping_forever(self, interval: float, healthy: Callable[[], bool]) -> None:
         while True:
-            self.send("WATCHDOG=1")
+            if healthy():
+                self.send("WATCHDOG=1")
             await asyncio.sleep(interval)

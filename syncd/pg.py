@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from syncd.config import PostgresSourceConfig, TargetConfig
 from syncd.errors import SyncdError
 from syncd.redact import redact
 
@@ -21,7 +22,26 @@ SESSION_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "IntervalStyle": "postgres",
     "extra_float_digits": "3",
+    # The server notices within two minutes that syncd's host has gone, and ends the
+    # session, which releases the sync's lock for the next run.
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "6",
 }
+
+CLIENT_MARGIN = timedelta(seconds=60)
+"""How much longer than the server's statement_timeout the client waits for an answer:
+the server's own, clearer error comes first, and a peer that vanished is still noticed."""
+
+
+async def connect_to(database: TargetConfig | PostgresSourceConfig) -> asyncpg.Connection:
+    """A connection to a configured database, with its timeouts."""
+    return await connect(
+        database.dsn,
+        database.secret(),
+        connect_timeout=database.connect_timeout.total_seconds(),
+        statement_timeout=database.statement_timeout,
+    )
 
 
 async def connect(
@@ -33,11 +53,17 @@ async def connect(
 ) -> asyncpg.Connection:
     """One connection with syncd's session settings; errors never carry the password."""
     settings = dict(SESSION_SETTINGS)
+    command_timeout = None
     if statement_timeout is not None:
         settings["statement_timeout"] = str(int(statement_timeout.total_seconds() * 1000))
+        command_timeout = (statement_timeout + CLIENT_MARGIN).total_seconds()
     try:
         conn = await asyncpg.connect(
-            dsn, password=password, timeout=connect_timeout, server_settings=settings
+            dsn,
+            password=password,
+            timeout=connect_timeout,
+            command_timeout=command_timeout,
+            server_settings=settings,
         )
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
         raise SyncdError(f"{redact(dsn)}: login refused: {exc}") from None
@@ -45,14 +71,14 @@ async def connect(
         raise SyncdError(f"{redact(dsn)}: {exc}") from None
     except ValueError as exc:
         raise SyncdError(f"invalid PostgreSQL DSN {redact(dsn)}: {redact(str(exc))}") from None
-    # A built-in type: asyncpg sets its codec without a round trip.
+    # Built-in types: asyncpg sets their codecs without a round trip.
     await conn.set_type_codec(
-        "interval",
-        schema="pg_catalog",
-        encoder=_interval_parts,
-        decoder=tuple,
-        format="tuple",
+        "interval", schema="pg_catalog", encoder=_interval_parts, decoder=tuple, format="tuple"
     )
+    for name, encoder, decoder in _EXACT_TIMES:
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple"
+        )
     return conn
 
 
@@ -67,6 +93,51 @@ def _interval_parts(value: timedelta | Interval) -> Interval:
     if isinstance(value, timedelta):
         return 0, value.days, value.seconds * 1_000_000 + value.microseconds
     return value
+
+
+# asyncpg writes date.min, date.max, datetime.min and datetime.max as -infinity and
+# infinity. They are real values in Oracle (DATE '0001-01-01', TIMESTAMP
+# '9999-12-31 23:59:59.999999'), so syncd writes every date and time as the value it is.
+_EPOCH = datetime(2000, 1, 1)
+_EPOCH_DAY = _EPOCH.toordinal()
+_MICROSECOND = timedelta(microseconds=1)
+_INFINITY = 2**63 - 1
+_DAY_INFINITY = 2**31 - 1
+
+
+def _timestamp_parts(value: datetime) -> tuple[int]:
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return ((value - _EPOCH) // _MICROSECOND,)
+
+
+def _timestamp(parts: tuple[int]) -> datetime:
+    (microseconds,) = parts
+    if abs(microseconds) >= _INFINITY:
+        return datetime.max if microseconds > 0 else datetime.min
+    return _EPOCH + microseconds * _MICROSECOND
+
+
+def _timestamptz(parts: tuple[int]) -> datetime:
+    return _timestamp(parts).replace(tzinfo=UTC)
+
+
+def _date_parts(value: date) -> tuple[int]:
+    return (value.toordinal() - _EPOCH_DAY,)
+
+
+def _date(parts: tuple[int]) -> date:
+    (days,) = parts
+    if abs(days) >= _DAY_INFINITY:
+        return date.max if days > 0 else date.min
+    return date.fromordinal(days + _EPOCH_DAY)
+
+
+_EXACT_TIMES = (
+    ("timestamp", _timestamp_parts, _timestamp),
+    ("timestamptz", _timestamp_parts, _timestamptz),
+    ("date", _date_parts, _date),
+)
 
 
 async def create_pool(dsn: str, password: str | None) -> asyncpg.Pool:

@@ -28,8 +28,8 @@ class TerminalProgress:
 
     def batch_committed(self, report: BatchReport) -> None:
         if self._bar is not None:
-            if self._bar.total is not None and self._bar.n + report.rows > self._bar.total:
-                self._bar.total = self._bar.n + report.rows  # estimates are only estimates
+            if report.rows_estimate is not None:
+                self._bar.total = report.rows_estimate
             self._bar.update(report.rows)
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,9 @@ class LiveRun:
     rows_estimate: int | None = None
     position: list[str | None] | None = None
     task: asyncio.Task[RunResult] = field(init=False, repr=False)
+    progressed_at: float = field(default_factory=time.monotonic, repr=False)
+    """When the run last started or committed a batch (monotonic clock)."""
+    stall_reported: bool = field(default=False, repr=False)
 
 
 class Runner:
@@ -119,6 +123,7 @@ class Runner:
         return live
 
     async def _run(self, engine: Engine, request: RunRequest, live: LiveRun) -> RunResult:
+        """The run's task: whatever ends it, it ends as a recorded outcome, never "running"."""
         result = RunResult(run_id=request.run_id, sync_name=request.sync_name)
         try:
             result = await engine.run(request)
@@ -130,6 +135,15 @@ class Runner:
         except asyncio.CancelledError:
             result.status = "cancelled"
             raise
+        except Exception as exc:
+            result.status, result.error = "failed", engine.describe_error(exc)
+            log.error(
+                "run_failed",
+                sync_name=request.sync_name,
+                run_id=request.run_id,
+                error=result.error,
+                exc_info=True,
+            )
         finally:
             del self._live[request.sync_name]
             self._last[request.sync_name] = result
@@ -143,6 +157,24 @@ class Runner:
                  "status": result.status, "error": result.error}
             )  # fmt: skip
         return result
+
+    def healthy(self) -> bool:
+        """False while any run has made no progress for longer than stall_timeout: every
+        wait on a database is bounded, so such a run is stuck, and only a restart helps."""
+        limit = self._config.stall_timeout.total_seconds()
+        now = time.monotonic()
+        stalled = [live for live in self._live.values() if now - live.progressed_at > limit]
+        for live in stalled:
+            if not live.stall_reported:
+                live.stall_reported = True
+                log.error(
+                    "run_stalled",
+                    sync_name=live.sync_name,
+                    run_id=live.run_id,
+                    idle_s=round(now - live.progressed_at),
+                    stall_timeout_s=limit,
+                )
+        return not stalled
 
     async def wait(self, live: LiveRun) -> RunResult:
         """The run's result; the run itself goes on if the waiter is cancelled."""
@@ -177,6 +209,8 @@ class Runner:
                 queue.put_nowait(event)
 
     def note_batch(self, live: LiveRun, report: BatchReport) -> None:
+        live.progressed_at = time.monotonic()
+        live.rows_estimate = report.rows_estimate
         live.rows_read = report.run_rows_read
         live.rows_written += report.rows_written
         live.rows_per_second = report.run_rows_per_s

@@ -23,7 +23,7 @@ from syncd.pg import Conn
 
 Position = tuple[str | None, ...]
 
-_MIGRATIONS = ("0001_state.sql", "0002_snapshots_and_cleaning.sql")
+_MIGRATIONS = ("0001_state.sql", "0002_snapshots_and_cleaning.sql", "0003_positions_as_json.sql")
 
 
 def _sql(name: str, schema: str) -> str:
@@ -77,11 +77,19 @@ class StateStore:
         return int.from_bytes(digest[:8], "big", signed=True)
 
     async def migrate(self, conn: Conn) -> None:
-        """Create or upgrade the state schema; safe when several processes start at once."""
-        versions = f"{quote_ident(self.schema)}.schema_version"
+        """Create or upgrade the state schema; safe when several processes start at once.
+
+        A schema that is up to date is only read, so that a role with no right to
+        create anything in the database can run syncd once the schema exists.
+        """
+        if await self._version(conn) == len(_MIGRATIONS):
+            return
+        schema = quote_ident(self.schema)
+        versions = f"{schema}.schema_version"
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key(":migrate"))
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            if await conn.fetchval("SELECT to_regnamespace($1)", schema) is None:
+                await conn.execute(f"CREATE SCHEMA {schema}")
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {versions} ("
                 " version integer PRIMARY KEY,"
@@ -92,6 +100,13 @@ class StateStore:
                 if version not in applied:
                     await conn.execute(_sql(name, self.schema))
                     await conn.execute(f"INSERT INTO {versions} (version) VALUES ($1)", version)
+
+    async def _version(self, conn: Conn) -> int | None:
+        """The newest migration applied, or None before the first."""
+        versions = f"{quote_ident(self.schema)}.schema_version"
+        if await conn.fetchval("SELECT to_regclass($1)", versions) is None:
+            return None
+        return await conn.fetchval(f"SELECT max(version) FROM {versions}")  # type: ignore[no-any-return]
 
     async def claim(self, conn: Conn, sync_name: str, run_id: str) -> None:
         """Take the sync's lock for this session, or raise AlreadyRunning naming the holder."""
@@ -182,7 +197,9 @@ class StateStore:
 
     async def start_run(self, conn: Conn, sync_name: str, run_id: str, trigger: str) -> None:
         await conn.execute(
-            f"INSERT INTO {self._runs} (run_id, sync_name, trigger) VALUES ($1, $2, $3)",
+            # A retried first attempt may find the record its lost connection did write.
+            f"INSERT INTO {self._runs} (run_id, sync_name, trigger) VALUES ($1, $2, $3)"
+            " ON CONFLICT (run_id) DO NOTHING",
             run_id,
             sync_name,
             trigger,
@@ -279,6 +296,8 @@ class StateStore:
 
 
 def _position_from_json(value: Any) -> Position | None:
+    """Positions are JSON text (the json type, not jsonb), which keeps any string,
+    NUL characters included, exactly as it was written."""
     if value is None:
         return None
     return tuple(json.loads(value))

@@ -21,8 +21,8 @@ from syncd import retry
 from syncd.config import Config, OracleSourceConfig
 from syncd.errors import SourceError
 from syncd.retry import Retryable
-from syncd.sources import SnapshotExpired, Window, check_source, open_source
-from syncd.sources.oracle import CALL_TIMEOUT_MS, CLOCK_SQL, SESSION_SQL, classify
+from syncd.sources import Limits, SnapshotExpired, Window, check_source, open_source
+from syncd.sources.oracle import CLOCK_SQL, KEEPALIVE_MINUTES, SESSION_SQL, classify
 from syncd.sources.oracle_types import (
     RowReader,
     bind_value,
@@ -68,7 +68,7 @@ def configure(make_config: Any, **spec: Any) -> Config:
 
 async def read_all(config: Config, window: Window, batch_size: int) -> list[Any]:
     async with open_source(config.sources["crm"], config.syncs["opps"]) as source:
-        return [batch async for batch in source.read(window, batch_size)]
+        return [batch async for batch in source.read(window, Limits(batch_size, 10**9))]
 
 
 # -- the pool and the session ------------------------------------------------------------
@@ -91,11 +91,13 @@ async def test_the_pool_holds_one_prepared_session_named_syncd(
             "increment": 1,
             "session_callback": ANY,
             "program": "syncd",
+            "tcp_connect_timeout": 10.0,
+            "expire_time": KEEPALIVE_MINUTES,
         }
     ]
     assert oracle.session == [SESSION_SQL]
     (conn,) = oracle.connections
-    assert conn.call_timeout == CALL_TIMEOUT_MS
+    assert conn.call_timeout == 600_000  # the source's statement_timeout, 10 minutes
     pool = oracle.pools[0]
     pool.release.assert_awaited_once_with(conn)
     pool.drop.assert_not_awaited()
@@ -510,7 +512,7 @@ def test_positions_are_text_that_binds_back_exactly(value: Any, bind: Any, text:
 def test_json_is_written_digit_for_digit_with_nuls_cleaned() -> None:
     number, json_type = oracle_type("NUMBER", 9, 0), oracle_type("JSON", None, None)
     assert number is not None and json_type is not None
-    reader = RowReader(["ID", "DOC"], [number, json_type], [0], "strip")
+    reader = RowReader(["ID", "DOC"], [number, json_type], [0], [0], "strip")
     document = {
         "n": Decimal("12345678901234567890.123456789"),
         "at": datetime(2024, 1, 2, 3, 4, 5),

@@ -21,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from syncd.errors import SourceError
-from syncd.sources import Window, open_source
+from syncd.sources import Limits, Window, open_source
 from syncd.sources import oracle as oracle_source
 from tests.helpers import Recorder, fingerprint, run_sync
 from tests.oracle.harness import FakeOracle, fake_oracle
@@ -75,7 +75,7 @@ async def test_a_thousand_ties_at_a_fractional_second_neither_skip_nor_repeat(
 
 async def first_batch_ends(source: Any, batches: int) -> list[tuple[str | None, ...]]:
     ends = []
-    async for batch in source.read(Window(), 2):
+    async for batch in source.read(Window(), Limits(2, 10**9)):
         ends.append(batch.end)
         if len(ends) == batches:
             break

@@ -74,9 +74,12 @@ SELECT_BY_TIME = (
     'SELECT "OPPORTUNITY_ID", "LAST_UPDATE_DATE", SYS_EXTRACT_UTC("CLOSED_AT"),'
     ' "AMOUNT" FROM "CRM"."OPPORTUNITIES"'
 )
-ORDER_BY_TIME = ' ORDER BY "LAST_UPDATE_DATE", "OPPORTUNITY_ID" FETCH FIRST 1000 ROWS ONLY'
+ORDER_BY_TIME = (
+    ' ORDER BY "LAST_UPDATE_DATE" ASC NULLS LAST, "OPPORTUNITY_ID" ASC NULLS LAST'
+    " FETCH FIRST 1000 ROWS ONLY"
+)
 SELECT_BY_KEY = 'SELECT "OPPORTUNITY_ID", "AMOUNT" FROM "CRM"."OPPORTUNITIES"'
-ORDER_BY_KEY = ' ORDER BY "OPPORTUNITY_ID" FETCH FIRST 1000 ROWS ONLY'
+ORDER_BY_KEY = ' ORDER BY "OPPORTUNITY_ID" ASC NULLS LAST FETCH FIRST 1000 ROWS ONLY'
 
 GOLDEN = {
     "key, first batch": (
@@ -105,7 +108,8 @@ GOLDEN = {
         'SELECT "REGION", "OPPORTUNITY_ID", "LINE_NO", "AMOUNT" FROM "CRM"."OPPORTUNITIES"'
         ' WHERE "REGION" >= :after1 AND ("REGION" > :after1 OR ("OPPORTUNITY_ID" >= :after2'
         ' AND ("OPPORTUNITY_ID" > :after2 OR "LINE_NO" > :after3)))'
-        ' ORDER BY "REGION", "OPPORTUNITY_ID", "LINE_NO" FETCH FIRST 1000 ROWS ONLY',
+        ' ORDER BY "REGION" ASC NULLS LAST, "OPPORTUNITY_ID" ASC NULLS LAST,'
+        ' "LINE_NO" ASC NULLS LAST FETCH FIRST 1000 ROWS ONLY',
     ),
     "time cursor, first batch below the clock": (
         BY_TIME,
@@ -138,7 +142,8 @@ GOLDEN = {
         Bounds(),
         'SELECT "OPPORTUNITY_ID", "CHANGE_SEQ" FROM "CRM"."OPPORTUNITIES"'
         ' WHERE NOT "CHANGE_SEQ" IS NULL'
-        ' ORDER BY "CHANGE_SEQ", "OPPORTUNITY_ID" FETCH FIRST 1000 ROWS ONLY',
+        ' ORDER BY "CHANGE_SEQ" ASC NULLS LAST, "OPPORTUNITY_ID" ASC NULLS LAST'
+        " FETCH FIRST 1000 ROWS ONLY",
     ),
 }
 
@@ -152,7 +157,18 @@ def test_each_query_is_exactly_its_golden_text(
 
 @pytest.mark.parametrize("sql", [g[2] for g in GOLDEN.values()], ids=GOLDEN.keys())
 def test_each_query_is_oracle_that_sqlglot_prints_back_unchanged(sql: str) -> None:
-    assert sqlglot.parse_one(sql, read="oracle").sql(dialect="oracle") == sql
+    # sqlglot leaves out the null ordering that Oracle gives ASC by default; the
+    # query states it, so that no reader has to know the default.
+    printed = sqlglot.parse_one(sql, read="oracle").sql(dialect="oracle")
+    assert printed == sql.replace(" ASC NULLS LAST", " ASC")
+
+
+@pytest.mark.parametrize("sql", [g[2] for g in GOLDEN.values()], ids=GOLDEN.keys())
+def test_every_order_term_puts_nulls_last(sql: str) -> None:
+    terms = list(sqlglot.parse_one(sql, read="oracle").find_all(sqlglot.exp.Ordered))
+    assert terms and all(not term.args.get("desc") for term in terms)
+    assert all(term.args.get("nulls_first") is False for term in terms)
+    assert sql.count(" ASC NULLS LAST") == len(terms)
 
 
 @pytest.mark.parametrize("sql", [g[2] for g in GOLDEN.values()], ids=GOLDEN.keys())

@@ -6,13 +6,14 @@ batches. A new kind of database is one new module that implements ``Source``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
+from syncd.handoff import ByteStream
 
 Position = tuple[str | None, ...]
 """A keyset position: the cursor value (when the sync has a cursor) then the key
@@ -57,12 +58,22 @@ class Window:
 
 
 @dataclass(frozen=True)
-class CopyBatch:
-    """Rows already encoded as a PostgreSQL binary COPY stream, for the shape's columns."""
+class Limits:
+    """When a batch ends: at ``rows`` rows or once its rows take ``bytes``, whichever is first.
+    A single row larger than ``bytes`` still makes a batch of its own."""
 
-    data: bytes
     rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class CopyBatch:
+    """Rows streamed as PostgreSQL binary COPY data for the shape's columns, read once."""
+
+    stream: ByteStream
     end: Position
+    exhausted: bool
+    """No row followed this batch in its window when it was read."""
     snapshot: str | None = None
     values_cleaned: int = 0
 
@@ -73,6 +84,8 @@ class RecordBatch:
 
     records: list[tuple[Any, ...]]
     end: Position
+    exhausted: bool
+    """No row followed this batch in its window when it was read."""
     snapshot: str | None = None
     """The snapshot this batch was read at, saved with the position."""
     values_cleaned: int = 0
@@ -99,8 +112,12 @@ class Source(Protocol):
         """A cheap guess at how many rows ``window`` holds, for progress and ETA."""
         ...
 
-    def read(self, window: Window, batch_size: int) -> AsyncIterator[Batch]:
-        """Batches of at most ``batch_size`` rows in keyset order, each ending at a key boundary."""
+    def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
+        """Batches within ``limits`` in keyset order, each ending at a key boundary.
+
+        A streamed batch is read while the caller consumes it: the caller takes the
+        next batch only after it has read the previous one's stream to the end.
+        """
         ...
 
 

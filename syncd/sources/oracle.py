@@ -12,18 +12,21 @@ that has stamped a row but not yet committed that long before the keyset moves
 past it. A full pass may instead read at one system change number, kept in the
 checkpoint so that a resumed pass sees the same data.
 
-Each run has a pool of one connection. A connection interrupted mid-call
-(cancelled, timed out, cut off) is dropped unless the driver still calls it
-healthy, so no half-read reply is ever handed back.
+Each run has a pool of one connection, whose every round trip, the first
+included, is bounded by the source's ``statement_timeout``. A connection
+interrupted mid-call (cancelled, timed out, cut off) is dropped unless the
+driver still calls it healthy, so no half-read reply is ever handed back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import oracledb
@@ -32,7 +35,16 @@ from syncd.config import OracleSourceConfig, SyncConfig
 from syncd.errors import SourceError
 from syncd.identifiers import TableName
 from syncd.retry import Retryable
-from syncd.sources import Batch, Column, Position, RecordBatch, Shape, SnapshotExpired, Window
+from syncd.sources import (
+    Batch,
+    Column,
+    Limits,
+    Position,
+    RecordBatch,
+    Shape,
+    SnapshotExpired,
+    Window,
+)
 from syncd.sources.oracle_types import (
     OracleType,
     RowReader,
@@ -41,8 +53,10 @@ from syncd.sources.oracle_types import (
     oracle_type,
 )
 
-CALL_TIMEOUT_MS = 300_000
-"""The longest one round trip to Oracle may take before it counts as lost."""
+FETCH_ROWS = 1000
+"""Rows fetched per round trip: what the driver holds at once, whatever the batch size."""
+KEEPALIVE_MINUTES = 1
+"""How often the connection's socket is probed while idle, so a vanished peer is noticed."""
 
 SESSION_SQL = "ALTER SESSION SET TIME_ZONE = 'UTC' NLS_SORT = BINARY NLS_COMP = BINARY"
 """UTC makes local-time-zone values and SYS_EXTRACT_UTC agree; binary collation makes
@@ -52,7 +66,11 @@ ORDER BY and ``>`` agree on text keys, which the keyset depends on."""
 # -- Connecting -------------------------------------------------------------------------
 
 
-async def _prepare_session(conn: oracledb.AsyncConnection, requested_tag: str | None) -> None:
+async def _prepare_session(
+    call_timeout_ms: int, conn: oracledb.AsyncConnection, requested_tag: str | None
+) -> None:
+    # Set before the first call, so that no round trip of this session is unbounded.
+    conn.call_timeout = call_timeout_ms
     with conn.cursor() as cursor:
         await cursor.execute(SESSION_SQL)
 
@@ -60,6 +78,7 @@ async def _prepare_session(conn: oracledb.AsyncConnection, requested_tag: str | 
 @asynccontextmanager
 async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracledb.AsyncConnection]:
     """One prepared session, dropped rather than released if a call was cut short."""
+    connect_timeout = config.connect_timeout.total_seconds()
     with _oracle_errors(config.user, reading=None):
         pool = oracledb.create_pool_async(
             dsn=config.dsn,
@@ -68,14 +87,23 @@ async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracled
             min=0,
             max=1,
             increment=1,
-            session_callback=_prepare_session,
+            session_callback=partial(
+                _prepare_session, int(config.statement_timeout.total_seconds() * 1000)
+            ),
             program="syncd",
+            tcp_connect_timeout=connect_timeout,
+            expire_time=KEEPALIVE_MINUTES,
         )
     try:
         with _oracle_errors(config.user, reading=None):
-            conn: oracledb.AsyncConnection = await pool.acquire()
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    conn: oracledb.AsyncConnection = await pool.acquire()
+            except TimeoutError:
+                raise Retryable(
+                    f"Oracle did not accept a session within {connect_timeout:g} s"
+                ) from None
         try:
-            conn.call_timeout = CALL_TIMEOUT_MS
             yield conn
         finally:
             # Releasing a connection whose reply was half read would block on it, or
@@ -230,7 +258,8 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int) -> str:
         sql += " AS OF SCN :scn"
     if conditions:
         sql += f" WHERE {' AND '.join(conditions)}"
-    return sql + f" ORDER BY {', '.join(order)} FETCH FIRST {int(limit)} ROWS ONLY"
+    ascending = ", ".join(f"{column} ASC NULLS LAST" for column in order)
+    return sql + f" ORDER BY {ascending} FETCH FIRST {int(limit)} ROWS ONLY"
 
 
 def _beyond(order: Sequence[str], name: str, loose: str, strict: str, last: str) -> str:
@@ -245,7 +274,7 @@ def _beyond(order: Sequence[str], name: str, loose: str, strict: str, last: str)
 
 
 COLUMNS_SQL = (
-    "SELECT COLUMN_NAME, DATA_TYPE, DATA_PRECISION, DATA_SCALE FROM ALL_TAB_COLUMNS"
+    "SELECT COLUMN_NAME, DATA_TYPE, DATA_PRECISION, DATA_SCALE, NULLABLE FROM ALL_TAB_COLUMNS"
     " WHERE OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
     " AND TABLE_NAME = :table_name ORDER BY COLUMN_ID"
 )
@@ -262,6 +291,13 @@ NUM_ROWS_SQL = (
 )
 CLOCK_SQL = "SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"
 SCN_SQL = "SELECT CURRENT_SCN FROM V$DATABASE"
+
+
+def null_keys_sql(table: str, columns: Sequence[str]) -> str:
+    """How many rows hold NULL in each of ``columns``, which are quoted."""
+    counts = ", ".join(f"COUNT(CASE WHEN {c} IS NULL THEN 1 END)" for c in columns)
+    either = " OR ".join(f"{c} IS NULL" for c in columns)
+    return f"SELECT {counts} FROM {table} WHERE {either}"
 
 
 # -- Reading ----------------------------------------------------------------------------
@@ -305,7 +341,8 @@ class OracleSource:
                 f"the source table {self._table} does not exist or {self._user} cannot see it"
                 " (names are case-sensitive, and Oracle keeps unquoted names in upper case)"
             )
-        found = {name: (data_type, _int(p), _int(s)) for name, data_type, p, s in rows}
+        found = {name: (data_type, _int(p), _int(s)) for name, data_type, p, s, _ in rows}
+        nullable = {name for name, *_, null in rows if null != "N"}
         key = tuple(sync.key) if sync.key else await self._primary_key()
         order = (*([sync.cursor] if sync.cursor else []), *key)
         wanted = set(order) | set(sync.columns or found)
@@ -345,8 +382,13 @@ class OracleSource:
             order=tuple(_quote(name) for name in order),
             has_cursor=sync.cursor is not None,
         )
+        await self._refuse_null_keys(relation.table, [k for k in key if k in nullable])
         reader = RowReader(
-            chosen, [types[name] for name in chosen], [chosen.index(n) for n in order], sync.nul
+            chosen,
+            [types[name] for name in chosen],
+            [chosen.index(n) for n in order],
+            [chosen.index(k) for k in key],
+            sync.nul,
         )
         return _Described(
             shape=Shape(columns=columns, key=key, cursor=sync.cursor),
@@ -375,6 +417,25 @@ class OracleSource:
             )
         return mapped.bind
 
+    async def _refuse_null_keys(self, table: str, nullable: list[str]) -> None:
+        """A row whose key is NULL has no place in the keyset order: comparisons with it
+        are never true, so it and the rows after it in its batch would be skipped."""
+        if not nullable:
+            return
+        sql = null_keys_sql(table, [_quote(name) for name in nullable])
+        (counts,) = await self._query(sql, reading=str(self._table))
+        holding = [
+            f"{name!r} in {int(count)} rows"
+            for name, count in zip(nullable, counts, strict=True)
+            if count
+        ]
+        if holding:
+            raise SourceError(
+                f"the key of the source table {self._table} holds NULL ({', '.join(holding)}):"
+                " such rows cannot be ordered by the key, so nothing was copied; give them a"
+                " key value or choose a key that is never NULL"
+            )
+
     async def _primary_key(self) -> tuple[str, ...]:
         rows = await self._query(PRIMARY_KEY_SQL, self._names, reading="ALL_CONSTRAINTS")
         if not rows:
@@ -390,7 +451,7 @@ class OracleSource:
         rows = await self._query(NUM_ROWS_SQL, self._names, reading="ALL_TABLES")
         return _int(rows[0][0]) if rows else None
 
-    async def read(self, window: Window, batch_size: int) -> AsyncIterator[Batch]:
+    async def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         described = await self._ensure_described()
         cursor_bind = described.order_binds[0]
         fixed: Binds = {}
@@ -414,25 +475,59 @@ class OracleSource:
             lower = self._position_binds("after", window.after, described)
             bounds = replace(bounds, after=True)
         while True:
-            sql = batch_sql(described.relation, bounds, batch_size)
             binds = fixed | lower
-            rows = await self._query(
-                sql,
+            rows, exhausted = await self._fetch_batch(
+                batch_sql(described.relation, bounds, limits.rows),
                 {name: value for name, (value, _) in binds.items()},
                 types={name: bind for name, (_, bind) in binds.items()},
-                reading=str(self._table),
                 scn=scn,
-                batch_size=batch_size,
+                limits=limits,
             )
             if not rows:
                 return
             records, cleaned = described.reader.records(rows)
             end = described.reader.position(rows[-1])
-            yield RecordBatch(records=records, end=end, snapshot=scn, values_cleaned=cleaned)
-            if len(rows) < batch_size:
+            yield RecordBatch(
+                records=records, end=end, exhausted=exhausted, snapshot=scn, values_cleaned=cleaned
+            )
+            if exhausted:
                 return
             lower = self._position_binds("after", end, described)
             bounds = replace(bounds, after=True, since=False)
+
+    async def _fetch_batch(
+        self,
+        sql: str,
+        values: dict[str, Any],
+        *,
+        types: dict[str, oracledb.DbType],
+        scn: str | None,
+        limits: Limits,
+    ) -> tuple[list[Any], bool]:
+        """One batch's rows, fetched a round trip at a time until ``limits`` are reached,
+        and whether the query ran out of rows first."""
+        reading = str(self._table)
+        with _oracle_errors(self._user, reading, scn), self._conn.cursor() as cursor:
+            cursor.outputtypehandler = json_text_unparsed
+            cursor.arraysize = min(limits.rows, FETCH_ROWS)
+            # One more row than a round trip's worth lets the execute round trip also
+            # learn that a small result has ended.
+            cursor.prefetchrows = cursor.arraysize + 1
+            cursor.setinputsizes(**types)
+            await cursor.execute(sql, values, fetch_lobs=False, fetch_decimals=True)
+            rows: list[Any] = []
+            size = 0
+            while len(rows) < limits.rows:
+                wanted = min(cursor.arraysize, limits.rows - len(rows))
+                fetched = await cursor.fetchmany(wanted)
+                for row in fetched:
+                    rows.append(row)
+                    size += _row_bytes(row)
+                    if size >= limits.bytes:
+                        return rows, False
+                if len(fetched) < wanted:
+                    return rows, True
+            return rows, False
 
     async def _current_scn(self) -> str:
         (scn,) = (await self._query(SCN_SQL, reading="V$DATABASE"))[0]
@@ -457,25 +552,15 @@ class OracleSource:
         types: dict[str, oracledb.DbType] | None = None,
         reading: str,
         scn: str | None = None,
-        batch_size: int | None = None,
     ) -> list[Any]:
-        """Run one query and fetch its rows: LOBs as str and bytes, numbers as Decimal.
-
-        ``types`` binds values as those types; a batch's whole result is fetched at once.
-        """
+        """Run one query and fetch all its rows: LOBs as str and bytes, numbers as Decimal.
+        ``types`` binds values as those types."""
         with _oracle_errors(self._user, reading, scn), self._conn.cursor() as cursor:
             cursor.outputtypehandler = json_text_unparsed
-            if batch_size is not None:
-                # One more row than the batch lets the execute round trip also learn
-                # that the result has ended.
-                cursor.arraysize = batch_size
-                cursor.prefetchrows = batch_size + 1
             if types:
                 cursor.setinputsizes(**types)
             await cursor.execute(sql, values or {}, fetch_lobs=False, fetch_decimals=True)
-            rows: list[Any] = await (
-                cursor.fetchall() if batch_size is None else cursor.fetchmany(batch_size)
-            )
+            rows: list[Any] = await cursor.fetchall()
             return rows
 
 
@@ -489,6 +574,11 @@ _UNQUOTED = re.compile(r"[A-Z][A-Z0-9_$#]*")
 def _target_name(name: str) -> str:
     """Oracle's upper-case unquoted names become PostgreSQL's lower-case ones."""
     return name.lower() if _UNQUOTED.fullmatch(name) else name
+
+
+def _row_bytes(row: Sequence[Any]) -> int:
+    """About what a fetched row takes: its text and binary values, and a word for others."""
+    return sum(len(value) if isinstance(value, str | bytes) else 8 for value in row)
 
 
 def _int(value: Any) -> int | None:

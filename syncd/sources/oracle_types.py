@@ -193,11 +193,13 @@ class RowReader:
         names: Sequence[str],
         types: Sequence[OracleType],
         order: Sequence[int],
+        key: Sequence[int],
         nul: NulPolicy,
     ) -> None:
         self._names = names
         self._conversions = [(i, t.convert) for i, t in enumerate(types) if t.convert]
         self._order = order
+        self._key = key
         self._nul = nul
 
     def records(self, rows: Sequence[Sequence[Any]]) -> tuple[list[tuple[Any, ...]], int]:
@@ -206,6 +208,7 @@ class RowReader:
         cleaned = 0
         records = []
         for row in rows:
+            self._refuse_nul_in_key(row)
             record = list(row)
             for i, convert in self._conversions:
                 if record[i] is None:
@@ -222,6 +225,17 @@ class RowReader:
                 clean.changed = False
             records.append(tuple(record))
         return records, cleaned
+
+    def _refuse_nul_in_key(self, row: Sequence[Any]) -> None:
+        """Cleaning a key would make it another key: 'A\\0' stripped is 'A', and two rows
+        would become one. Such a key stops the run, whatever the NUL policy."""
+        for i in self._key:
+            if isinstance(row[i], str) and "\x00" in row[i]:
+                raise SourceError(
+                    f"the key column {self._names[i]} of the row at {list(self.position(row))}"
+                    " holds a NUL character, which PostgreSQL text cannot store; syncd does"
+                    " not clean keys, which could merge two rows into one"
+                )
 
     def position(self, row: Sequence[Any]) -> Position:
         return tuple(position_text(row[i]) for i in self._order)

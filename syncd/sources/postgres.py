@@ -1,15 +1,20 @@
-"""A PostgreSQL source: keyset reads that move binary COPY bytes without decoding them.
+"""A PostgreSQL source: keyset reads that stream binary COPY bytes without decoding them.
 
 Each batch is two statements in one read-only snapshot. The first finds where
-the batch ends by walking only the (cursor, key) columns; the second copies
-every row up to that bound in binary. The end position is then known before a
-single row is decoded, and rows never pass through Python objects.
+the batch ends, walking only the (cursor, key) columns and the size of each
+row; the second copies every row up to that bound in binary, streamed to the
+target while it is read. The end position is then known before a single row
+is decoded, and rows never pass through Python objects.
+
+Every statement carries plain range predicates on the leading order column
+next to its row comparison: the planner has statistics for those, none for
+row comparisons, and without them it may scan the whole table for each batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +24,9 @@ import asyncpg
 from syncd import pg
 from syncd.config import PostgresSourceConfig, SyncConfig
 from syncd.errors import SourceError
+from syncd.handoff import ByteStream
 from syncd.identifiers import TableName, quote_ident
-from syncd.sources import Batch, Column, CopyBatch, Position, Shape, Window
+from syncd.sources import Batch, Column, CopyBatch, Limits, Position, Shape, Window
 
 _TIME_TYPES = ("timestamp", "date")
 
@@ -29,7 +35,7 @@ _TIME_TYPES = ("timestamp", "date")
 async def open_postgres_source(
     config: PostgresSourceConfig, sync: SyncConfig
 ) -> AsyncIterator[PostgresSource]:
-    conn = await pg.connect(config.dsn, config.secret())
+    conn = await pg.connect_to(config)
     try:
         yield PostgresSource(conn, sync)
     finally:
@@ -55,7 +61,9 @@ async def _close(conn: asyncpg.Connection) -> None:
 class _Described:
     shape: Shape
     cast_types: dict[str, str]
-    """Each column's own source type, for casting positions back from text."""
+    """Each order column's own source type, for casting positions back from text."""
+    select_list: str
+    """Every column, cast where its source type is one only the source database knows."""
 
 
 class PostgresSource:
@@ -63,11 +71,14 @@ class PostgresSource:
         self._conn = conn
         self._sync = sync
         self._relation = (
-            TableName.parse(sync.table).sql if sync.table is not None else f"({sync.query}) AS src"
+            f"{TableName.parse(sync.table).sql} AS src"
+            if sync.table is not None
+            else f"({sync.query}) AS src"
         )
         self._described: _Described | None = None
 
     async def describe(self) -> Shape:
+        """The sync's columns; fails naming a missing column, or a key column holding NULL."""
         if self._described is None:
             self._described = await self._describe()
         return self._described.shape
@@ -80,10 +91,11 @@ class PostgresSource:
             await self._conn.execute(
                 f"CREATE TEMPORARY VIEW syncd_describe AS SELECT * FROM {self._relation}"
             )
-            attributes = await self._conn.fetch(_DESCRIBE_SQL)
+            table = TableName.parse(self._sync.table).sql if self._sync.table else None
+            attributes = await self._conn.fetch(_DESCRIBE_SQL, table)
             key = tuple(self._sync.key) if self._sync.key else await self._primary_key()
         except asyncpg.PostgresError as exc:
-            raise SourceError(f"cannot read the source {self._source_label}: {exc}") from None
+            raise SourceError(f"cannot read {self._source_label}: {exc}") from None
         finally:
             await transaction.rollback()
 
@@ -93,31 +105,71 @@ class PostgresSource:
         missing = [name for name in wanted if name not in by_name]
         if missing:
             raise SourceError(
-                f"the source {self._source_label} has no column "
+                f"{self._source_label} has no column "
                 + ", ".join(repr(m) for m in dict.fromkeys(missing))
                 + f" (it has {', '.join(by_name)})"
             )
-        chosen = set(wanted)
-        columns = tuple(
-            Column(name=row["attname"], target_name=row["attname"], pg_type=row["target_type"])
-            for row in attributes
-            if row["attname"] in chosen
-        )
-        if self._sync.cursor is not None and self._sync.lookback is not None:
-            cursor_type = by_name[self._sync.cursor]["target_type"]
-            if not cursor_type.startswith(_TIME_TYPES):
-                raise SourceError(
-                    f"lookback needs a date or timestamp cursor; {self._sync.cursor!r}"
-                    f" is {cursor_type}"
-                )
+        chosen = [row for row in attributes if row["attname"] in set(wanted)]
+        cursor = self._sync.cursor
+        if cursor is not None:
+            self._check_cursor_type(by_name[cursor]["wire_type"])
+        await self._refuse_null_keys([name for name in key if not by_name[name]["attnotnull"]])
         return _Described(
-            shape=Shape(columns=columns, key=key, cursor=self._sync.cursor),
+            shape=Shape(
+                columns=tuple(
+                    Column(
+                        name=row["attname"], target_name=row["attname"], pg_type=row["wire_type"]
+                    )
+                    for row in chosen
+                ),
+                key=key,
+                cursor=cursor,
+            ),
             cast_types={row["attname"]: row["source_type"] for row in attributes},
+            select_list=", ".join(
+                quote_ident(row["attname"])
+                + ("" if row["wire_type"] == row["source_type"] else f"::{row['wire_type']}")
+                for row in chosen
+            ),
         )
+
+    def _check_cursor_type(self, cursor_type: str) -> None:
+        sync = self._sync
+        if sync.lookback is not None and not cursor_type.startswith(_TIME_TYPES):
+            raise SourceError(
+                f"lookback needs a date or timestamp cursor; {sync.cursor!r} is {cursor_type}"
+            )
+        if sync.lag is not None and not cursor_type.endswith("with time zone"):
+            raise SourceError(
+                f"lag holds back rows newer than the database's clock, which only a cursor"
+                f" with a time zone can be compared with; {sync.cursor!r} is {cursor_type}"
+            )
+
+    async def _refuse_null_keys(self, nullable: list[str]) -> None:
+        """A row whose key is NULL has no place in the keyset order: comparisons with it
+        are never true, so it and every row after it in its batch would be skipped."""
+        if not nullable:
+            return
+        counts = ", ".join(f"count(*) FILTER (WHERE {quote_ident(n)} IS NULL)" for n in nullable)
+        either = " OR ".join(f"{quote_ident(n)} IS NULL" for n in nullable)
+        found = await self._conn.fetchrow(f"SELECT {counts} FROM {self._relation} WHERE {either}")
+        assert found is not None
+        holding = [
+            f"{name!r} in {count} rows"
+            for name, count in zip(nullable, found, strict=True)
+            if count
+        ]
+        if holding:
+            raise SourceError(
+                f"the key of {self._source_label} holds NULL ({', '.join(holding)}): such rows"
+                " cannot be ordered by the key, so nothing was copied; give them a key value"
+                " or choose a key that is never NULL"
+            )
 
     @property
     def _source_label(self) -> str:
-        return self._sync.table or "query"
+        table = self._sync.table
+        return "the sync's source query" if table is None else f"the source table {table}"
 
     async def _primary_key(self) -> tuple[str, ...]:
         names = await self._conn.fetch(
@@ -130,43 +182,64 @@ class PostgresSource:
         return tuple(row[0] for row in names)
 
     async def estimate_rows(self, window: Window) -> int | None:
+        """A whole table's row count from its statistics, else the planner's guess."""
         described = await self._ensure_described()
+        if window == Window() and self._sync.table is not None:
+            tuples = await self._conn.fetchval(
+                "SELECT reltuples FROM pg_class WHERE oid = $1::regclass",
+                TableName.parse(self._sync.table).sql,
+            )
+            if tuples is not None and tuples >= 0:
+                return int(tuples)
         where, args = self._where(described, window)
         plan = await self._conn.fetchval(
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self._relation} WHERE {where}", *args
         )
         return int(json.loads(plan)[0]["Plan"]["Plan Rows"])
 
-    async def read(self, window: Window, batch_size: int) -> AsyncIterator[Batch]:
+    async def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         described = await self._ensure_described()
         order = self._order_columns(described.shape)
-        order_sql = ", ".join(quote_ident(c) for c in order)
-        select_list = ", ".join(quote_ident(c.name) for c in described.shape.columns)
+        ascending = ", ".join(f"{quote_ident(c)} ASC NULLS LAST" for c in order)
         while True:
             where, args = self._where(described, window)
+            size_bound = f"${len(args) + 1}"
+            # Each row's size as PostgreSQL builds it, and the sizes of the rows before it:
+            # a batch keeps rows while what came before them is under the byte limit.
             bound_sql = (
-                f"SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)} FROM"
-                f" (SELECT {order_sql} FROM {self._relation} WHERE {where}"
-                f" ORDER BY {order_sql} LIMIT {int(batch_size)}) AS batch"
-                f" ORDER BY {', '.join(f'batch.{quote_ident(c)} DESC' for c in order)} LIMIT 1"
+                f"WITH batch AS MATERIALIZED (SELECT {', '.join(map(quote_ident, order))},"
+                f" row_number() OVER w AS n, sum(pg_column_size(src.*)) OVER w"
+                f" - pg_column_size(src.*) AS bytes_before FROM {self._relation} WHERE {where}"
+                f" WINDOW w AS (ORDER BY {ascending} ROWS UNBOUNDED PRECEDING)"
+                f" ORDER BY {ascending} LIMIT {int(limits.rows)})"
+                f" SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}, n,"
+                f" (SELECT count(*) FROM batch) AS available"
+                f" FROM batch WHERE bytes_before < {size_bound} ORDER BY n DESC LIMIT 1"
             )
             async with self._conn.transaction(isolation="repeatable_read", readonly=True):
-                bound = await self._conn.fetchrow(bound_sql, *args)
+                bound = await self._conn.fetchrow(bound_sql, *args, limits.bytes)
                 if bound is None:
                     return
-                end: Position = tuple(bound)
-                upper, upper_args = self._compare(described, order, "<=", end, len(args))
-                chunks: list[bytes] = []
-                status = await self._conn.copy_from_query(
-                    f"SELECT {select_list} FROM {self._relation} WHERE {where} AND {upper}",
-                    *args,
-                    *upper_args,
-                    output=_collect(chunks),
-                    format="binary",
-                )
-            rows = int(status.split()[-1])
-            yield CopyBatch(data=b"".join(chunks), rows=rows, end=end)
-            if rows < batch_size:
+                end: Position = tuple(bound[: len(order)])
+                kept, available = bound["n"], bound["available"]
+                exhausted = available < limits.rows and kept == available
+                upper, upper_args = self._upto(described, order, end, len(args))
+                stream = ByteStream()
+                yield CopyBatch(stream=stream, end=end, exhausted=exhausted)
+                try:
+                    status = await self._conn.copy_from_query(
+                        f"SELECT {described.select_list} FROM {self._relation}"
+                        f" WHERE {where} AND {upper}",
+                        *args,
+                        *upper_args,
+                        output=stream.put,
+                        format="binary",
+                    )
+                except BaseException as exc:
+                    stream.fail(exc)
+                    raise
+                stream.finish(int(status.split()[-1]))
+            if exhausted:
                 return
             window = Window(after=end, until=window.until)
 
@@ -184,20 +257,33 @@ class PostgresSource:
         conditions: list[str] = []
         args: list[Any] = []
         if shape.cursor is not None:
+            cursor = quote_ident(shape.cursor)
             # A NULL cursor cannot be ordered against a position; such rows are not read.
-            conditions.append(f"{quote_ident(shape.cursor)} IS NOT NULL")
+            conditions.append(f"{cursor} IS NOT NULL")
+            if self._sync.lag is not None:
+                args.append(self._sync.lag)
+                conditions.append(f"{cursor} < now() - ${len(args)}::interval")
         if window.cursor_from is not None and shape.cursor is not None:
             cast = described.cast_types[shape.cursor]
             args += [window.cursor_from, window.lookback]
-            conditions.append(f"{quote_ident(shape.cursor)} >= $1::text::{cast} - $2::interval")
+            conditions.append(
+                f"{quote_ident(shape.cursor)} >= ${len(args) - 1}::text::{cast}"
+                f" - ${len(args)}::interval"
+            )
         elif window.after is not None:
-            condition, args = self._compare(described, order, ">", window.after, 0)
+            condition, after_args = self._compare(described, order, ">", window.after, len(args))
             conditions.append(condition)
+            args += after_args
         if window.until is not None:
-            condition, until_args = self._compare(described, order, "<=", window.until, len(args))
+            condition, until_args = self._upto(described, order, window.until, len(args))
             conditions.append(condition)
             args += until_args
         return " AND ".join(conditions) or "true", args
+
+    def _upto(
+        self, described: _Described, order: tuple[str, ...], position: Position, offset: int
+    ) -> tuple[str, list[Any]]:
+        return self._compare(described, order, "<=", position, offset)
 
     @staticmethod
     def _compare(
@@ -207,38 +293,46 @@ class PostgresSource:
         position: Position,
         offset: int,
     ) -> tuple[str, list[Any]]:
-        """``(columns) OP (position)``: a row comparison, so one index range scan serves it."""
+        """``(columns) OP (position)`` as a row comparison, with the leading column's plain
+        range beside it, which the planner can estimate and start an index scan from."""
         if len(position) != len(order):
             raise SourceError(
                 f"the saved position has {len(position)} values but the sync orders by"
                 f" {len(order)} columns; the key or cursor changed: reset the sync"
             )
-        binds = ", ".join(
+        binds = [
             f"${offset + i + 1}::text::{described.cast_types[name]}" for i, name in enumerate(order)
-        )
-        columns = ", ".join(quote_ident(name) for name in order)
+        ]
+        columns = [quote_ident(name) for name in order]
         if len(order) == 1:
-            return f"{columns} {operator} {binds}", list(position)
-        return f"ROW({columns}) {operator} ROW({binds})", list(position)
+            return f"{columns[0]} {operator} {binds[0]}", list(position)
+        leading = f"{columns[0]} {operator[0]}= {binds[0]}"
+        rows = f"ROW({', '.join(columns)}) {operator} ROW({', '.join(binds)})"
+        return f"{leading} AND {rows}", list(position)
 
 
-def _collect(chunks: list[bytes]) -> Any:
-    async def append(chunk: bytes) -> None:
-        chunks.append(bytes(chunk))
-
-    return append
-
-
+# Types the target database may not have (enums, composites, domains over them, types
+# of extensions, arrays of any of these) travel as text; a domain over a built-in type
+# travels as that type. The target's own column types are applied when rows are written.
 _DESCRIBE_SQL = """
 SELECT a.attname,
        format_type(a.atttypid, a.atttypmod) AS source_type,
        CASE
-           WHEN t.typtype = 'e' THEN 'text'
-           WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-           ELSE format_type(a.atttypid, a.atttypmod)
-       END AS target_type
+           WHEN t.typnamespace = 'pg_catalog'::regnamespace
+               THEN format_type(a.atttypid, a.atttypmod)
+           WHEN t.typtype = 'd' AND base.typnamespace = 'pg_catalog'::regnamespace
+               THEN format_type(t.typbasetype, t.typtypmod)
+           WHEN t.typcategory = 'A' THEN 'text[]'
+           ELSE 'text'
+       END AS wire_type,
+       coalesce(source_column.attnotnull, false) AS attnotnull
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type base ON base.oid = t.typbasetype
+  LEFT JOIN pg_attribute source_column
+         ON $1::text IS NOT NULL
+        AND source_column.attrelid = to_regclass($1::text)
+        AND source_column.attname = a.attname AND NOT source_column.attisdropped
  WHERE a.attrelid = 'pg_temp.syncd_describe'::regclass
    AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum

@@ -2,7 +2,7 @@
 -- counters move together with the rows, or not at all.
 WITH state AS (
     UPDATE {schema}.sync_state
-       SET position       = $2::jsonb,
+       SET position       = $2::json,
            current_offset = current_offset + $3,
            total_synced   = total_synced + $4,
            last_sync_at   = clock_timestamp(),

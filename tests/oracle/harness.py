@@ -28,7 +28,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -45,7 +45,8 @@ WRITERS_ZONE = ZoneInfo("Europe/Berlin")
 
 DICTIONARY_DDL = """
 CREATE TABLE all_tab_columns (owner text, table_name text, column_name text,
-    data_type text, data_precision numeric, data_scale numeric, column_id integer);
+    data_type text, data_precision numeric, data_scale numeric, column_id integer,
+    nullable text);
 CREATE TABLE all_constraints (owner text, constraint_name text, table_name text,
     constraint_type text);
 CREATE TABLE all_cons_columns (owner text, constraint_name text, table_name text,
@@ -75,6 +76,7 @@ class Declared:
     precision: int | None
     scale: int | None
     storage: str
+    nullable: bool = True
 
 
 _NUMBER = re.compile(r"(NUMBER|FLOAT)(?:\((\d+)(?:,\s*(-?\d+))?\))?")
@@ -95,6 +97,9 @@ _STORAGE = {
 
 def declare(declaration: str) -> Declared:
     """What ALL_TAB_COLUMNS says about a column declared as ``declaration``."""
+    if declaration.endswith(" NOT NULL"):
+        declared = declare(declaration.removesuffix(" NOT NULL"))
+        return replace(declared, storage=f"{declared.storage} NOT NULL", nullable=False)
     if match := _NUMBER.fullmatch(declaration):
         kind, precision, scale = match[1], match[2], match[3]
         p = None if precision is None else int(precision)
@@ -192,9 +197,18 @@ class FakeOracle:
         await self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{owner}"')
         await self.conn.execute(f"CREATE TABLE {quoted} ({', '.join(definitions)})")
         await self.conn.executemany(
-            "INSERT INTO all_tab_columns VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO all_tab_columns VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             [
-                (owner, name, column, d.data_type, d.precision, d.scale, i)
+                (
+                    owner,
+                    name,
+                    column,
+                    d.data_type,
+                    d.precision,
+                    d.scale,
+                    i,
+                    "N" if not d.nullable or column in (primary_key or ()) else "Y",
+                )
                 for i, (column, d) in enumerate(declared.items(), 1)
             ],
         )

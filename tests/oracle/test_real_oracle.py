@@ -25,7 +25,7 @@ import oracledb
 import pytest
 
 from syncd.config import Config
-from syncd.sources import Window, check_source, open_source
+from syncd.sources import Limits, Window, check_source, open_source
 from syncd.sources import oracle as oracle_source
 from tests.helpers import Recorder, run_sync
 
@@ -192,7 +192,7 @@ async def test_a_date_bind_would_stall_on_a_tie_and_a_timestamp_bind_does_not(
     async def ends() -> list[Any]:
         found = []
         async with open_source(config.sources["ora"], config.syncs["t"]) as source:
-            async for batch in source.read(Window(), 2):
+            async for batch in source.read(Window(), Limits(2, 10**9)):
                 found.append(batch.end)
                 if len(found) == 4:
                     break

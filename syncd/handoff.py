@@ -1,0 +1,91 @@
+"""Handing batches, and the bytes inside them, from the task that reads to the task that writes.
+
+The reader and the writer run at once, so that fetching the next batch overlaps
+writing this one. Whichever side fails, the other must not wait for it forever:
+a reader never waits on a queue its writer has stopped reading (it is cancelled
+instead, and reports errors without waiting), and a writer waiting for the next
+item also watches the reader's outcome, so a failed reader wakes it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
+
+STREAM_CHUNKS = 8
+"""COPY chunks a stream holds at once: what bounds a streamed batch's memory."""
+
+
+async def receive(queue: asyncio.Queue[Item], producer: asyncio.Future[Any]) -> Item | None:
+    """The next item from ``queue``; None once ``producer`` has finished and left nothing
+    behind; the producer's error if it failed."""
+    while queue.empty():
+        if producer.done():
+            producer.result()
+            return None
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+    return queue.get_nowait()
+
+
+async def stop(task: asyncio.Task[Any], within: float) -> None:
+    """Cancel ``task`` and wait at most ``within`` seconds for it to unwind.
+
+    Whatever it ends with is of no interest any more, and is marked as seen so that
+    asyncio does not report it. A task that will not end in time is left to end on its
+    own: its connection is closed by whoever owns it.
+    """
+    task.cancel()
+    await asyncio.wait({task}, timeout=within)
+    task.add_done_callback(_consume_outcome)
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class ByteStream:
+    """One batch's COPY data on its way from the source to the target, in order.
+
+    The reader puts chunks and finally calls ``finish`` with the row count, or
+    ``fail``; the writer iterates. ``fail`` never waits, so a failing reader cannot
+    block on a writer that has gone.
+    """
+
+    def __init__(self, limit: int = STREAM_CHUNKS) -> None:
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self._outcome: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._outcome.add_done_callback(_consume_outcome)
+
+    async def put(self, chunk: bytes) -> None:
+        # asyncpg reuses its buffer for the next chunk: keep a copy of our own.
+        await self._chunks.put(bytes(chunk))
+
+    def finish(self, rows: int) -> None:
+        if not self._outcome.done():
+            self._outcome.set_result(rows)
+
+    def fail(self, error: BaseException) -> None:
+        if not self._outcome.done():
+            if not isinstance(error, Exception):
+                error = ConnectionAbortedError("reading the source stopped mid-batch")
+            self._outcome.set_exception(error)
+
+    @property
+    def rows(self) -> int:
+        """The rows the reader sent; known once the stream has been read to its end."""
+        return self._outcome.result()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await receive(self._chunks, self._outcome)) is not None:
+            yield chunk
