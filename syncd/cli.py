@@ -276,7 +276,9 @@ async def _bounded(
     except _UNREACHABLE_OR_REFUSED as exc:
         if deadline.expired():
             return False, f"no answer within {format_duration(within)}"
-        return False, scrub(str(exc), secrets) or type(exc).__name__
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return False, "timed out"  # the driver's own connect timeout, which says nothing
+        return False, scrub(str(exc), secrets)
 
 
 async def _describe_sync(source_config: SourceConfig, sync: SyncConfig) -> str:

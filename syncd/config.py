@@ -471,16 +471,15 @@ def describe(error: ValidationError) -> str:
                 message += f"; did you mean {guess[0]!r}?"
             lines.append(f"  {location}: {message}")
             continue
+        if item["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            # pydantic places a missing or unknown 'kind' at the source that lacks it.
+            location += "." + item["ctx"]["discriminator"].strip("'")
         if item["type"] in ("missing", "union_tag_not_found"):
-            field = "" if item["type"] == "missing" else "." + item["ctx"]["discriminator"][1:-1]
-            lines.append(f"  {location}{field}: required key is missing")
+            lines.append(f"  {location}: required key is missing")
             continue
         if item["type"] == "union_tag_invalid":
-            context = item["ctx"]
-            lines.append(
-                f"  {location}.{context['discriminator'][1:-1]}: expected one of"
-                f" {context['expected_tags']} (found {_shown(context['tag'])})"
-            )
+            expected, found = item["ctx"]["expected_tags"], _shown(item["ctx"]["tag"])
+            lines.append(f"  {location}: expected one of {expected} (found {found})")
             continue
         if not keys:
             # Config's own checks compare keys across the file, and each names its key path.

@@ -212,6 +212,7 @@ def problems(message: str) -> list[str]:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
+        # Checks across keys name their own key path, with nothing around it.
         (
             ("source: crm", "source: erp"),
             "syncs.opps.source: unknown source 'erp' (configured: crm, demo)",
@@ -224,30 +225,11 @@ def problems(message: str) -> list[str]:
             ("key: [OPPORTUNITY_ID]", "query: SELECT 1"),
             "syncs.opps: give exactly one of 'table' or 'query'",
         ),
-    ],
-)
-def test_a_check_across_keys_reads_as_one_sentence_with_its_key_path(
-    tmp_path: Path, change: tuple[str, str], expected: str
-) -> None:
-    assert change[0] in VALID
-    assert problems(error_for(tmp_path, VALID.replace(*change, 1))) == [expected]
-
-
-@pytest.mark.parametrize("option", ["nul: fail", "snapshot: scn"])
-def test_an_oracle_only_option_on_a_postgresql_source_names_its_key_path(
-    tmp_path: Path, option: str
-) -> None:
-    text = VALID.replace("source: crm", f"source: demo\n    {option}")
-    text = text.replace("    cursor: LAST_UPDATE_DATE\n    lookback: 5m\n", "")
-    key = option.split(":")[0]
-    assert problems(error_for(tmp_path, text)) == [
-        f"syncs.opps.{key}: applies to Oracle sources only, and source 'demo' is PostgreSQL"
-    ]
-
-
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
+        (
+            ("{every: 15m}", "{evry: 15m}"),
+            "syncs.opps.schedule: expected {every: DURATION} or {cron: 'MIN HOUR DOM MON DOW'}",
+        ),
+        # An unknown key is matched only against the keys valid where it stands.
         (
             ("user: bqs,", "user: bqs, statment_timeout: 5s,"),
             "sources.crm.statment_timeout: unknown key 'statment_timeout';"
@@ -271,20 +253,28 @@ def test_an_oracle_only_option_on_a_postgresql_source_names_its_key_path(
             "syncs.opps.schedule.attempts: unknown key 'attempts'",
         ),
         (
-            ("{every: 15m}", "{evry: 15m}"),
-            "syncs.opps.schedule: expected {every: DURATION} or {cron: 'MIN HOUR DOM MON DOW'}",
-        ),
-        (
             ("{every: 15m}", "{every: 15m, cronn: x}"),
             "syncs.opps.schedule.cronn: unknown key 'cronn'",
         ),
     ],
 )
-def test_an_unknown_key_suggests_only_a_key_valid_where_it_stands(
+def test_a_mistake_reads_as_one_sentence_with_its_key_path(
     tmp_path: Path, change: tuple[str, str], expected: str
 ) -> None:
     assert change[0] in VALID
     assert problems(error_for(tmp_path, VALID.replace(*change, 1))) == [expected]
+
+
+@pytest.mark.parametrize("option", ["nul: fail", "snapshot: scn"])
+def test_an_oracle_only_option_on_a_postgresql_source_names_its_key_path(
+    tmp_path: Path, option: str
+) -> None:
+    text = VALID.replace("source: crm", f"source: demo\n    {option}")
+    text = text.replace("    cursor: LAST_UPDATE_DATE\n    lookback: 5m\n", "")
+    key = option.split(":")[0]
+    assert problems(error_for(tmp_path, text)) == [
+        f"syncs.opps.{key}: applies to Oracle sources only, and source 'demo' is PostgreSQL"
+    ]
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# nothing here yet\n"])
