@@ -1,7 +1,11 @@
 """The ``syncd`` command line: run, inspect and reset syncs by hand.
 
-Exit codes: 0 done, 1 the sync failed, 2 usage, 75 already running elsewhere,
-78 configuration error.
+``-c FILE`` may come before the command or after it; given in both places, the
+one after the command wins, as a later option does.
+
+Exit codes: 0 done, 1 the sync failed (for ``check-config``: a database or a
+sync failed its check), 2 usage, 75 already running elsewhere, 78 configuration
+error.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,19 +24,31 @@ from typing import Any
 import asyncpg
 
 from syncd import logs, pg
-from syncd.config import Config, load_config
+from syncd.config import (
+    Config,
+    OracleSourceConfig,
+    PostgresSourceConfig,
+    SourceConfig,
+    SyncConfig,
+    TargetConfig,
+    format_duration,
+    load_config,
+)
 from syncd.demo import DEMO_SYNC, create_demo_source
 from syncd.engine import Engine, RunRequest
 from syncd.errors import ConfigError, SyncdError
 from syncd.identifiers import TableName
 from syncd.progress import TerminalProgress
 from syncd.redact import redact, scrub
-from syncd.sources import check_source
+from syncd.retry import Retryable
+from syncd.sources import check_source, open_source
 from syncd.sources.postgres import check_postgres
 from syncd.state import StateStore
 from syncd.status import collect_status
 
 EXIT_FAILED = 1
+
+Database = TargetConfig | PostgresSourceConfig | OracleSourceConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,39 +56,54 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncd",
         description="Keep a PostgreSQL table in step with an Oracle or PostgreSQL one.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: $SYNCD_CONFIG, else ./config.yaml)",
-    )
+    _add_config_option(parser, default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sync = commands.add_parser("sync", help="run one sync to the end now")
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        # 'syncd run -c FILE' is how people write it. Left without a default, it cannot
+        # overwrite a -c given before the command when none follows it.
+        command = commands.add_parser(name, **kwargs)
+        _add_config_option(command, default=argparse.SUPPRESS)
+        return command
+
+    sync = add_command("sync", help="run one sync to the end now")
     sync.add_argument("name", nargs="?", help="the sync (default: default_sync)")
     sync.add_argument("--batch-size", type=_positive_int, metavar="N")
     sync.add_argument(
         "--full-refresh", action="store_true", help="re-read from the start, keeping the counters"
     )
 
-    status = commands.add_parser("status", help="show where each sync stands")
+    status = add_command("status", help="show where each sync stands")
     status.add_argument("name", nargs="?")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    reset = commands.add_parser("reset", help="start a sync over; the target's rows stay")
+    reset = add_command("reset", help="start a sync over; the target's rows stay")
     reset.add_argument("name")
 
-    commands.add_parser("check-config", help="validate the config and reach every database")
+    add_command(
+        "check-config",
+        help="validate the config, reach every database and check what each sync reads",
+    )
 
-    commands.add_parser("run", help="run the daemon: schedules, HTTP API, systemd notify")
+    add_command("run", help="run the daemon: schedules, HTTP API, systemd notify")
 
-    demo = commands.add_parser("demo", help="make a demo source table and sync it")
+    demo = add_command("demo", help="make a demo source table and sync it")
     demo.add_argument("--rows", type=_positive_int, default=10_000, metavar="N")
     demo.add_argument(
         "--once", action="store_true", help="sync once with a progress bar instead of serving"
     )
     return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=default,
+        metavar="FILE",
+        help="config file (default: $SYNCD_CONFIG, else ./config.yaml)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -178,20 +210,83 @@ async def _reset(config: Config, args: argparse.Namespace) -> int:
 
 async def _check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"config: ok ({len(config.sources)} sources, {len(config.syncs)} syncs)")
-    failures = 0
+    secrets = config.secrets()
     target = config.target
     # Each probe is made only when its turn comes, so one that fails leaves none unawaited.
-    checks: list[tuple[str, str, Callable[[], Coroutine[Any, Any, str]]]] = [
-        ("target", target.dsn, partial(check_postgres, target.dsn, target.secret()))
-    ]
-    checks += [(f"source {n}", s.dsn, partial(check_source, s)) for n, s in config.sources.items()]
-    for label, dsn, check in checks:
-        try:
-            print(f"{label}: ok ({redact(dsn)}, {await check()})")
-        except (SyncdError, OSError, asyncpg.PostgresError) as exc:
-            failures += 1
-            print(f"{label}: FAILED ({redact(dsn)}): {scrub(str(exc), config.secrets())}")
-    return EXIT_FAILED if failures else 0
+    target_check = partial(check_postgres, target.dsn, target.secret())
+    failed = not await _check_database("target", target, target_check, secrets)
+    unreachable: set[str] = set()
+    for name, source in config.sources.items():
+        source_check = partial(check_source, source)
+        if not await _check_database(f"source {name}", source, source_check, secrets):
+            unreachable.add(name)
+    for name, sync in config.syncs.items():
+        if sync.source in unreachable:
+            # Its source's failure is told once, above; the same error per sync would bury it.
+            print(f"sync {name}: not checked: source {sync.source!r} could not be reached")
+            continue
+        source = config.sources[sync.source]
+        passed, outcome = await _bounded(
+            partial(_describe_sync, source, sync), _check_bound(source), secrets
+        )
+        print(f"sync {name}: ok ({outcome})" if passed else f"sync {name}: FAILED: {outcome}")
+        failed = failed or not passed
+    return EXIT_FAILED if failed or unreachable else 0
+
+
+async def _check_database(
+    label: str,
+    database: Database,
+    check: Callable[[], Coroutine[Any, Any, str]],
+    secrets: list[str],
+) -> bool:
+    passed, outcome = await _bounded(check, _check_bound(database), secrets)
+    if passed:
+        print(f"{label}: ok ({redact(database.dsn)}, {outcome})")
+    else:
+        print(f"{label}: FAILED ({redact(database.dsn)}): {outcome}")
+    return passed
+
+
+CHECK_STATEMENT_LIMIT = timedelta(seconds=60)
+"""The longest check-config waits for one database to answer once connected. A run may
+wait its whole statement_timeout; a person at a terminal should not."""
+
+_UNREACHABLE_OR_REFUSED = (
+    SyncdError,
+    Retryable,
+    OSError,  # TimeoutError among them
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def _check_bound(database: Database) -> timedelta:
+    return database.connect_timeout + min(database.statement_timeout, CHECK_STATEMENT_LIMIT)
+
+
+async def _bounded(
+    check: Callable[[], Coroutine[Any, Any, str]], within: timedelta, secrets: list[str]
+) -> tuple[bool, str]:
+    """Whether ``check`` answered within its bound, and its answer or the reason it did not."""
+    deadline = asyncio.timeout(within.total_seconds())
+    try:
+        async with deadline:
+            return True, await check()
+    except _UNREACHABLE_OR_REFUSED as exc:
+        if deadline.expired():
+            return False, f"no answer within {format_duration(within)}"
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return False, "timed out"  # the driver's own connect timeout, which says nothing
+        return False, scrub(str(exc), secrets)
+
+
+async def _describe_sync(source_config: SourceConfig, sync: SyncConfig) -> str:
+    """What the source says the sync would read: its table or query, key and cursor."""
+    async with open_source(source_config, sync) as source:
+        shape = await source.describe()
+    cursor = f"cursor {shape.cursor}" if shape.cursor is not None else "no cursor"
+    return f"{len(shape.columns)} columns, key ({', '.join(shape.key)}), {cursor}"
 
 
 async def _demo(config: Config, args: argparse.Namespace) -> int:

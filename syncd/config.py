@@ -9,10 +9,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -28,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from syncd.errors import ConfigError, UnknownSync
 from syncd.identifiers import TableName, quote_ident
@@ -155,7 +157,8 @@ class _Database(_Secrets):
 
 
 class TargetConfig(_Database):
-    dsn: str = "postgresql://127.0.0.1:5432/postgres"
+    dsn: str
+    """Required: a default database would quietly receive syncd's state and every row."""
     state_schema: str = "syncd"
 
     _state_schema = field_validator("state_schema")(_check_identifier)
@@ -252,8 +255,9 @@ class SyncConfig(_Model):
         if names is not None:
             for name in names:
                 _check_identifier(name)
-            if len(set(names)) != len(names):
-                raise ValueError("names must not repeat")
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"names must not repeat: {', '.join(map(repr, repeated))}")
         return names
 
     @field_validator("cursor")
@@ -295,9 +299,9 @@ class LoggingConfig(_Model):
 
 
 class Config(_Model):
-    target: TargetConfig = TargetConfig()
+    target: TargetConfig
     sources: dict[str, SourceConfig] = {}
-    syncs: dict[str, SyncConfig] = {}
+    syncs: dict[str, SyncConfig]
     default_sync: str | None = None
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -306,6 +310,13 @@ class Config(_Model):
     stall_timeout: Duration = timedelta(minutes=30)
     """A run that has made no progress for this long counts as stuck: the daemon stops
     telling systemd's watchdog that it is alive, so that systemd restarts it."""
+
+    @field_validator("syncs")
+    @classmethod
+    def _some_syncs(cls, syncs: dict[str, SyncConfig]) -> dict[str, SyncConfig]:
+        if not syncs:
+            raise ValueError("no sync is configured: a daemon without one has nothing to do")
+        return syncs
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -383,6 +394,32 @@ def interpolate(value: Any, environ: dict[str, str] | os._Environ[str], path: st
     return _ENV_REFERENCE.sub(substitute, value)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    PyYAML keeps the last of two equal keys, so a second ``syncs:`` block would
+    silently replace the first, and so would a repeated key at any depth.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' brings in defaults that the keys beside it may override
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = first_seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: PyYAML refuses it with a message of its own
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"the key {key!r} is given twice in one mapping"
+                    f" (first on line {first.line + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     """Read, interpolate and validate the file at ``path``; raise ConfigError on any flaw."""
     try:
@@ -390,11 +427,11 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if document is None:
-        document = {}
+        raise ConfigError(f"{path}: the file holds no settings; it needs 'target' and 'syncs'")
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {_kind(document)}")
     document = interpolate(document, os.environ if environ is None else environ)
@@ -407,37 +444,105 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     return config
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where the YAML went wrong and what PyYAML found, without its quote of the line,
+    which would show whatever that line holds, a password included."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return "not valid YAML: " + " ".join(str(error).split())
+    where = f"line {error.problem_mark.line + 1}, column {error.problem_mark.column + 1}"
+    context = f" ({error.context})" if error.context else ""
+    return f"{where}: not valid YAML: {error.problem}{context}"
+
+
 def describe(error: ValidationError) -> str:
     """One line per problem: key path, what was expected, what was found."""
     lines = []
     for item in error.errors(include_url=False):
-        location = ".".join(str(part) for part in _without_union_tags(item["loc"]))
+        keys, _ = _resolve(item["loc"])
+        location = ".".join(str(key) for key in keys)
         message = item["msg"].removeprefix("Value error, ")
-        secret = any(key in location.rsplit(".", 1)[-1] for key in _SECRET_KEYS)
         if item["type"] == "extra_forbidden":
-            message = f"unknown key {location.rsplit('.', 1)[-1]!r}"
-            guess = difflib.get_close_matches(location.rsplit(".", 1)[-1], _field_names(), n=1)
+            unknown = str(keys[-1])
+            _, parent = _resolve(item["loc"][:-1])
+            valid = sorted(parent.model_fields) if parent is not None else []
+            message = f"unknown key {unknown!r}"
+            guess = difflib.get_close_matches(unknown, valid, n=1)
             if guess:
                 message += f"; did you mean {guess[0]!r}?"
             lines.append(f"  {location}: {message}")
             continue
-        if item["type"] == "missing":
-            message = "required key is missing"
-        found = "" if secret or item["type"] == "missing" else f" (found {_shown(item['input'])})"
-        lines.append(f"  {location or '(top level)'}: {message}{found}")
+        if item["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            # pydantic places a missing or unknown 'kind' at the source that lacks it.
+            location += "." + item["ctx"]["discriminator"].strip("'")
+        if item["type"] in ("missing", "union_tag_not_found"):
+            lines.append(f"  {location}: required key is missing")
+            continue
+        if item["type"] == "union_tag_invalid":
+            expected, found = item["ctx"]["expected_tags"], _shown(item["ctx"]["tag"])
+            lines.append(f"  {location}: expected one of {expected} (found {found})")
+            continue
+        if not keys:
+            # Config's own checks compare keys across the file, and each names its key path.
+            lines.append(f"  {message}")
+            continue
+        secret = any(key in str(keys[-1]) for key in _SECRET_KEYS)
+        # "found a mapping" tells something only where another type was expected; a check
+        # of a whole mapping or list names what is wrong with it in its own words.
+        of_a_whole = isinstance(item["input"], dict | list) and not item["type"].endswith("_type")
+        found = "" if secret or of_a_whole else f" (found {_shown(item['input'])})"
+        lines.append(f"  {location}: {message}{found}")
     return "\n".join(lines)
 
 
-def _without_union_tags(loc: tuple[int | str, ...]) -> list[int | str]:
-    """Drop the discriminator tags pydantic puts in a location: they are not keys."""
-    parts = list(loc)
-    if len(parts) > 2 and parts[0] == "sources":
-        del parts[2]
-    if "schedule" in parts:
-        at = parts.index("schedule") + 1
-        if at < len(parts) and parts[at] in ("every", "cron"):
-            del parts[at]
-    return parts
+def _resolve(loc: Sequence[int | str]) -> tuple[list[int | str], type[BaseModel] | None]:
+    """The key path the user wrote, from pydantic's location (which also names the
+    member chosen in each tagged union), and the model whose mapping that path ends on."""
+    annotation: Any = Config
+    discriminator: object = None
+    keys: list[int | str] = []
+    remaining = list(loc)
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation, *metadata = get_args(annotation)
+            discriminator = next(
+                (m.discriminator for m in metadata if isinstance(m, FieldInfo)), None
+            )
+            continue
+        if get_origin(annotation) in (Union, UnionType):
+            members = [m for m in get_args(annotation) if m is not NoneType]
+            if len(members) == 1:  # X | None: pydantic names no member
+                annotation = members[0]
+                continue
+            by_tag = {_tag(member, discriminator): member for member in members}
+            if not remaining or remaining[0] not in by_tag:
+                break
+            annotation = by_tag[remaining.pop(0)]
+            continue
+        if not remaining:
+            break
+        part = remaining.pop(0)
+        keys.append(part)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = None if field is None else field.annotation
+        elif get_origin(annotation) in (dict, list):
+            annotation = get_args(annotation)[-1]
+        else:
+            annotation = None
+    model = (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+    return keys + remaining, model
+
+
+def _tag(member: Any, discriminator: object) -> object:
+    """The name pydantic puts in a location for this member of a tagged union: its
+    ``Tag``, or the value of its discriminator field."""
+    if get_origin(member) is Annotated:
+        return next((m.tag for m in get_args(member)[1:] if isinstance(m, Tag)), None)
+    if isinstance(discriminator, str):
+        return get_args(member.model_fields[discriminator].annotation)[0]
+    return None
 
 
 def _shown(value: object) -> str:
@@ -452,19 +557,3 @@ def _kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return "a string" if isinstance(value, str) else type(value).__name__
-
-
-def _field_names() -> list[str]:
-    models: list[type[BaseModel]] = [
-        Config,
-        TargetConfig,
-        PostgresSourceConfig,
-        OracleSourceConfig,
-        SyncConfig,
-        EverySchedule,
-        CronSchedule,
-        RetryConfig,
-        ApiConfig,
-        LoggingConfig,
-    ]
-    return sorted({name for model in models for name in model.model_fields})

@@ -96,3 +96,13 @@ async def wait_for_value(conn: asyncpg.Connection, query: str, *, within: float 
             return value
         await asyncio.sleep(0.02)
     raise AssertionError(f"nothing from {query!r} within {within} s")
+
+
+def unreachable_config() -> Config:
+    """A valid config that nothing answers at, for what must work before any database does."""
+    nowhere = "postgresql://postgres@127.0.0.1:1/nowhere"
+    return Config.model_validate({
+        "target": {"dsn": nowhere},
+        "sources": {"pg": {"kind": "postgres", "dsn": nowhere}},
+        "syncs": {"items": {"source": "pg", "table": "src.items", "target_table": "public.items"}},
+    })  # fmt: skip

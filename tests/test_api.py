@@ -14,7 +14,6 @@ from openapi_spec_validator import validate
 
 from syncd import pg
 from syncd.api import Services, create_app
-from syncd.config import Config
 from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
@@ -22,7 +21,7 @@ from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
-from tests.helpers import create_items, fingerprint
+from tests.helpers import create_items, fingerprint, unreachable_config
 
 ITEMS = {
     "table": "src.items",
@@ -315,7 +314,7 @@ async def test_syncs_lists_every_sync_with_its_schedule(api) -> None:
 
 
 async def test_readyz_is_503_with_reasons_until_the_target_answers() -> None:
-    config = Config()
+    config = unreachable_config()
     metrics = Metrics()
     runner = Runner(config, metrics=metrics, notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), metrics)

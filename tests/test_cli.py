@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 import yaml
 
+from syncd.cli import build_parser
 from tests.helpers import create_items, fingerprint, wait_for_value
 
 ITEMS = {
@@ -132,6 +135,42 @@ async def test_a_second_process_is_refused_with_exit_75_naming_the_holder(
         await first.wait()
 
 
+@pytest.mark.parametrize(
+    "command", [["sync"], ["status"], ["reset", "x"], ["check-config"], ["run"], ["demo"]]
+)
+def test_the_config_file_may_be_named_before_or_after_any_command(command: list[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(command).config is None
+    for option in ("-c", "--config"):
+        assert parser.parse_args([option, "a.yaml", *command]).config == Path("a.yaml")
+        assert parser.parse_args([*command, option, "b.yaml"]).config == Path("b.yaml")
+        # Given twice, the later one wins, as any repeated option does.
+        assert parser.parse_args([option, "a.yaml", *command, "-c", "b.yaml"]).config == Path(
+            "b.yaml"
+        )
+
+
+async def test_run_takes_its_config_file_after_the_command(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    _, path = make_config({"items": ITEMS}, api={"host": "127.0.0.1", "port": 0})
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "run", "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert daemon.stdout is not None
+    try:
+        events: list[str] = []
+        while "daemon_ready" not in events:
+            line = await asyncio.wait_for(daemon.stdout.readline(), 30)
+            assert line, (await daemon.communicate())[1].decode()
+            events.append(json.loads(line)["event"])
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(daemon.wait(), 30)
+    assert daemon.returncode == 0
+
+
 async def test_usage_errors_exit_2(make_config) -> None:
     _, path = make_config({"items": ITEMS})
     assert syncd(path, "sync", "items", "--batch-size", "0").returncode == 2
@@ -150,11 +189,16 @@ async def test_a_failing_sync_exits_1_with_the_error(conn: asyncpg.Connection, m
 async def test_check_config_reaches_every_database_without_showing_passwords(
     db: str, tmp_path: Path
 ) -> None:
+    unreachable = "postgresql://who:pa55word@127.0.0.1:1/x"
     document = {
         "target": {"dsn": db},
         "sources": {
             "good": {"kind": "postgres", "dsn": db},
-            "bad": {"kind": "postgres", "dsn": "postgresql://who:pa55word@127.0.0.1:1/x"},
+            "bad": {"kind": "postgres", "dsn": unreachable},
+        },
+        "syncs": {
+            "one": {"source": "bad", "table": "a.b", "target_table": "a.b"},
+            "two": {"source": "bad", "table": "a.c", "target_table": "a.c"},
         },
     }
     path = tmp_path / "config.yaml"
@@ -164,11 +208,98 @@ async def test_check_config_reaches_every_database_without_showing_passwords(
 
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert lines[0] == "config: ok (2 sources, 0 syncs)"
+    assert lines[0] == "config: ok (2 sources, 2 syncs)"
     assert lines[1].startswith("target: ok (") and "PostgreSQL 1" in lines[1]
     assert lines[2].startswith("source good: ok (")
     assert lines[3].startswith("source bad: FAILED (postgresql://who:***@127.0.0.1:1/x)")
+    # The unreachable source is told once, not once more for each of its syncs.
+    assert lines[4:] == [
+        "sync one: not checked: source 'bad' could not be reached",
+        "sync two: not checked: source 'bad' could not be reached",
+    ]
     assert "pa55word" not in done.stdout + done.stderr
+
+
+async def test_check_config_describes_each_sync_naming_what_is_missing(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 3)
+    _, path = make_config({
+        "items": ITEMS,
+        "by_primary_key": ITEMS | {"key": None, "cursor": None},
+        "query": {"query": "SELECT id, name FROM src.items", "key": ["id"],
+                  "target_table": "public.q"},
+        "no_table": ITEMS | {"table": "src.absent"},
+        "no_cursor": ITEMS | {"cursor": "changed_at"},
+        "no_key": ITEMS | {"key": ["item_id"], "columns": ["name", "colour"]},
+    })  # fmt: skip
+
+    done = syncd(path, "check-config")
+
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[3:] == [  # in the file's order, which safe_dump sorted
+        "sync by_primary_key: ok (4 columns, key (id), no cursor)",
+        "sync items: ok (4 columns, key (id), cursor updated_at)",
+        "sync no_cursor: FAILED: the source src.items has no column 'changed_at'"
+        " (it has id, updated_at, name, amount)",
+        "sync no_key: FAILED: the source src.items has no column 'item_id', 'colour'"
+        " (it has id, updated_at, name, amount)",
+        'sync no_table: FAILED: cannot read the source src.absent: relation "src.absent"'
+        " does not exist",
+        "sync query: ok (2 columns, key (id), no cursor)",
+    ]
+
+
+async def test_check_config_gives_up_on_a_sync_whose_source_does_not_answer(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 3)
+    _, path = make_config({"items": ITEMS})
+    document = yaml.safe_load(path.read_text())
+    document["sources"]["pg"] |= {"connect_timeout": "1s", "statement_timeout": "1s"}
+    path.write_text(yaml.safe_dump(document))
+
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE src.items IN ACCESS EXCLUSIVE MODE")
+        code, out, _ = await syncd_async(path, "check-config")
+
+    assert code == 1
+    # Whichever gives up first: check-config's own bound, or the source's statement_timeout.
+    [line] = out.splitlines()[3:]
+    assert re.fullmatch(r"sync items: FAILED: (no answer within 2s|.*statement timeout)", line)
+
+
+async def test_check_config_gives_up_on_a_source_that_accepts_and_never_answers(
+    make_config,
+) -> None:
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, path = make_config({"items": ITEMS})
+    document = yaml.safe_load(path.read_text())
+    document["sources"]["pg"] = {
+        "kind": "postgres",
+        "dsn": f"postgresql://postgres@127.0.0.1:{port}/x",
+        "connect_timeout": "1s",
+        "statement_timeout": "1s",
+    }
+    path.write_text(yaml.safe_dump(document))
+    try:
+        code, out, _ = await syncd_async(path, "check-config")
+    finally:
+        server.close()
+        for writer in silent:
+            writer.close()
+
+    assert code == 1
+    source, sync = out.splitlines()[2:]
+    # Whichever gives up first: check-config's own bound, or the driver's connect timeout.
+    assert re.fullmatch(r"source pg: FAILED \(.*\): (no answer within 2s|timed out)", source)
+    assert sync == "sync items: not checked: source 'pg' could not be reached"
 
 
 async def test_demo_makes_and_syncs_realistic_opportunities(

@@ -147,7 +147,7 @@ async def test_a_bad_config_exits_78_at_once(tmp_path: Path) -> None:
 
 
 async def test_an_open_bind_without_a_token_exits_78(make_config) -> None:
-    _, path = make_config({}, api={"host": "0.0.0.0", "port": 0})
+    _, path = make_config({"items": ITEMS}, api={"host": "0.0.0.0", "port": 0})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "syncd", "-c", str(path), "run",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -158,8 +158,11 @@ async def test_an_open_bind_without_a_token_exits_78(make_config) -> None:
 
 async def test_an_unreachable_target_is_retried_and_not_ready(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
+    nowhere = "postgresql://postgres:pw-marker@127.0.0.1:1/postgres"
     path.write_text(yaml.safe_dump({
-        "target": {"dsn": "postgresql://postgres:pw-marker@127.0.0.1:1/postgres"},
+        "target": {"dsn": nowhere},
+        "sources": {"pg": {"kind": "postgres", "dsn": nowhere}},
+        "syncs": {"items": ITEMS | {"source": "pg"}},
         "api": {"port": 0},
     }))  # fmt: skip
     daemon = Daemon(path, tmp_path)

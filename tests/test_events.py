@@ -14,14 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from syncd import api
 from syncd.api import Services, create_app
-from syncd.config import Config
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
 from tests.daemon import Daemon
-from tests.helpers import create_items
+from tests.helpers import create_items, unreachable_config
 
 EVENTS = "/api/batch-sync/events"
 ITEMS = {
@@ -41,7 +40,7 @@ def parse(block: bytes) -> tuple[str, dict[str, Any]]:
 
 async def test_an_idle_stream_is_kept_alive_and_ends_when_the_server_stops(monkeypatch) -> None:
     monkeypatch.setattr(api, "KEEP_ALIVE_S", 0.05)
-    runner = Runner(Config(), metrics=Metrics(), notifier=Notifier({}))
+    runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
     server = TestServer(create_app(services))
     async with TestClient(server) as client:
@@ -93,7 +92,7 @@ async def test_a_stream_tells_each_run_change_and_batch_and_ends_with_the_daemon
 
 @pytest.mark.parametrize("path", ["/static/index.html", "/static/..%2fapi.py", "/static/x.js"])
 async def test_only_the_page_s_own_files_are_served(path: str) -> None:
-    runner = Runner(Config(), metrics=Metrics(), notifier=Notifier({}))
+    runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
     async with TestClient(TestServer(create_app(services))) as client:
         assert (await client.get(path)).status == 404
