@@ -240,11 +240,11 @@ async def test_check_config_describes_each_sync_naming_what_is_missing(
     assert done.stdout.splitlines()[3:] == [  # in the file's order, which safe_dump sorted
         "sync by_primary_key: ok (4 columns, key (id), no cursor)",
         "sync items: ok (4 columns, key (id), cursor updated_at)",
-        "sync no_cursor: FAILED: the source src.items has no column 'changed_at'"
+        "sync no_cursor: FAILED: the source table src.items has no column 'changed_at'"
         " (it has id, updated_at, name, amount)",
-        "sync no_key: FAILED: the source src.items has no column 'item_id', 'colour'"
+        "sync no_key: FAILED: the source table src.items has no column 'item_id', 'colour'"
         " (it has id, updated_at, name, amount)",
-        'sync no_table: FAILED: cannot read the source src.absent: relation "src.absent"'
+        'sync no_table: FAILED: cannot read the source table src.absent: relation "src.absent"'
         " does not exist",
         "sync query: ok (2 columns, key (id), no cursor)",
     ]
