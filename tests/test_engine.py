@@ -375,3 +375,109 @@ async def test_a_lock_held_on_the_target_past_the_statement_timeout_fails_the_ru
     assert run["status"] == "failed" and "statement timeout" in run["error"]
     assert (await run_sync(config, "items")).status == "succeeded"
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+
+
+@pytest.mark.parametrize("cursor", [None, "updated_at"], ids=["key only", "cursor and key"])
+async def test_a_null_key_stops_the_run_before_anything_is_written(
+    conn: asyncpg.Connection, make_config, cursor: str | None
+) -> None:
+    # No primary key here: the key named in the config is an ordinary, nullable column.
+    await conn.execute(
+        "CREATE TABLE src.loose AS SELECT n::bigint AS id,"
+        " timestamptz '2025-01-01' + n * interval '1 s' AS updated_at, 'row ' || n AS name"
+        " FROM generate_series(1, 50) AS n"
+    )
+    await conn.execute("UPDATE src.loose SET id = NULL WHERE id = 1")
+    sync = {"table": "src.loose", "key": ["id"], "target_table": "public.loose", "batch_size": 4}
+    config, _ = make_config({"loose": sync | ({"cursor": cursor} if cursor else {})})
+
+    with pytest.raises(
+        SourceError, match=r"the key of the source table src.loose holds NULL \('id' in 1 rows\)"
+    ):
+        await run_sync(config, "loose")
+
+    assert await conn.fetchval("SELECT to_regclass('public.loose')") is None
+    state = await conn.fetchrow("SELECT is_complete, position FROM syncd.sync_state")
+    assert (state["is_complete"], state["position"]) == (False, None)
+
+
+async def test_lag_leaves_rows_newer_than_the_source_clock_for_a_later_run(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 5)
+    await conn.execute(
+        "UPDATE src.items SET updated_at = now() - interval '6 hours' + id * interval '1 s'"
+    )
+    await conn.execute(
+        "INSERT INTO src.items VALUES (6, now() - interval '10 minutes', 'recent', 1)"
+    )
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"lag": "1h"}})
+
+    first = await run_sync(config, "items")
+    assert first.rows_read == 5, "a row stamped within the lag was read"
+
+    # A transaction that stamped its row half an hour ago commits only now; then three
+    # hours pass (every stamp moves back by that much, which is the same thing).
+    await conn.execute("INSERT INTO src.items VALUES (7, now() - interval '30 minutes', 'late', 1)")
+    await conn.execute(
+        "UPDATE src.items SET updated_at = updated_at - interval '3 hours' WHERE id > 5"
+    )
+    second = await run_sync(config, "items")
+
+    assert second.rows_read == 2
+    ids = [r["id"] for r in await conn.fetch("SELECT id FROM public.items ORDER BY id")]
+    assert ids == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_lag_on_a_cursor_without_time_zone_is_refused(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await conn.execute("CREATE TABLE src.local (id int PRIMARY KEY, changed timestamp)")
+    config, _ = make_config(
+        {"local": {"table": "src.local", "cursor": "changed", "lag": "1m", "target_table": "local"}}
+    )
+
+    with pytest.raises(SourceError, match="only a cursor with a time zone"):
+        await run_sync(config, "local")
+
+
+async def test_a_batch_ends_at_batch_bytes_before_batch_size(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    # About 1 MB of random (so incompressible) bytes a row.
+    await conn.execute(
+        "CREATE TABLE src.wide AS SELECT n AS id, (SELECT string_agg(decode(md5(random()::text"
+        " || n || g), 'hex'), '') FROM generate_series(1, 65536) AS g) AS blob"
+        " FROM generate_series(1, 10) AS n"
+    )
+    await conn.execute("ALTER TABLE src.wide ADD PRIMARY KEY (id)")
+    config, _ = make_config(
+        {"wide": {"table": "src.wide", "target_table": "wide", "batch_bytes": "2500kB"}}
+    )
+    recorder = Recorder()
+
+    result = await run_sync(config, "wide", observer=recorder)
+
+    # Rows are kept while those before them are under the limit: three of about 1 MB.
+    assert [r.rows for r in recorder.reports] == [3, 3, 3, 1]
+    assert result.rows_read == 10
+    assert await fingerprint(conn, "public.wide") == await fingerprint(conn, "src.wide")
+
+
+async def test_the_progress_estimate_is_never_below_the_rows_read(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 20)
+    await conn.execute("ALTER TABLE src.items SET (autovacuum_enabled = false)")
+    await conn.execute("ANALYZE src.items")
+    await create_items(conn, 2_000, start_id=21)  # statistics still say 20 rows
+    config, _ = make_config({"items": ITEMS | {"batch_size": 100}})
+    recorder = Recorder()
+
+    await run_sync(config, "items", observer=recorder)
+
+    assert recorder.estimates == [20]
+    assert all(r.rows_estimate is not None for r in recorder.reports)
+    assert all(r.rows_estimate >= r.run_rows_read for r in recorder.reports)  # type: ignore[operator]
+    # Once passed, the estimate was made again from what was left, not only raised.
+    assert recorder.reports[0].rows_estimate > recorder.reports[0].run_rows_read  # type: ignore[operator]
