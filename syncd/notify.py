@@ -39,7 +39,10 @@ class Notifier:
         if not self.enabled:
             return
         if self._socket is None:
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: a receiver whose queue is full must not stop the event loop.
+            self._socket = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
         try:
             self._socket.sendto("\n".join(fields).encode(), self._address)
         except OSError as exc:

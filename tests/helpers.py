@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 
@@ -106,3 +107,10 @@ def unreachable_config() -> Config:
         "sources": {"pg": {"kind": "postgres", "dsn": nowhere}},
         "syncs": {"items": {"source": "pg", "table": "src.items", "target_table": "public.items"}},
     })  # fmt: skip
+
+
+async def eventually(condition: Callable[[], bool], *, within: float = 30.0) -> None:
+    """Wait until ``condition()`` holds; for things that offer no event to wait on."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 (there is no event to wait for)
+            await asyncio.sleep(0.05)
