@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 Item = TypeVar("Item")
 
-STREAM_CHUNKS = 8
+STREAM_CHUNKS = 4
 """COPY chunks a stream holds at once: what bounds a streamed batch's memory."""
 
 

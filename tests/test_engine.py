@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -481,3 +485,44 @@ async def test_the_progress_estimate_is_never_below_the_rows_read(
     assert all(r.rows_estimate >= r.run_rows_read for r in recorder.reports)  # type: ignore[operator]
     # Once passed, the estimate was made again from what was left, not only raised.
     assert recorder.reports[0].rows_estimate > recorder.reports[0].run_rows_read  # type: ignore[operator]
+
+
+def peak_rss_of_a_sync(config: Path, name: str) -> int:
+    """The highest resident memory, in bytes, of a ``syncd sync`` process."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "-c", str(config), "sync", name],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0
+    return usage.ru_maxrss * 1024
+
+
+@pytest.mark.timeout(120)
+async def test_memory_is_bounded_by_bytes_not_by_rows(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    # 24 rows of 4 MB of random (so incompressible) bytes: 96 MB, one batch by row count.
+    await conn.execute(
+        "CREATE TABLE src.wide AS SELECT n AS id, (SELECT string_agg(decode(md5(random()::text"
+        " || n || g), 'hex'), '') FROM generate_series(1, 262144) AS g) AS blob"
+        " FROM generate_series(1, 24) AS n"
+    )
+    await conn.execute("CREATE TABLE src.narrow AS SELECT * FROM src.wide WHERE id = 1")
+    await conn.execute("ALTER TABLE src.wide ADD PRIMARY KEY (id)")
+    await conn.execute("ALTER TABLE src.narrow ADD PRIMARY KEY (id)")
+    _, path = make_config(
+        {
+            "wide": {"table": "src.wide", "target_table": "wide", "batch_bytes": "16MB"},
+            "narrow": {"table": "src.narrow", "target_table": "narrow"},
+        }
+    )
+
+    narrow = await asyncio.to_thread(peak_rss_of_a_sync, path, "narrow")
+    wide = await asyncio.to_thread(peak_rss_of_a_sync, path, "wide")
+
+    print(f"peak RSS: one row {narrow / 2**20:.0f} MiB, 96 MB of rows {wide / 2**20:.0f} MiB")
+    assert wide - narrow < 48 * 2**20, "memory grew with the rows a run read"
+    assert await fingerprint(conn, "public.wide") == await fingerprint(conn, "src.wide")

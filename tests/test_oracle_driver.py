@@ -551,3 +551,15 @@ def test_text_that_oracle_knows_is_json_is_fetched_unparsed() -> None:
     assert json_text_unparsed(cursor, column(oracledb.DB_TYPE_JSON, True)) is None
     assert json_text_unparsed(cursor, column(oracledb.DB_TYPE_CLOB, False)) is None
     cursor.var.assert_not_called()
+
+
+@pytest.mark.parametrize("nul", ["strip", "replace", "fail"])
+def test_a_nul_in_a_key_stops_the_run_whatever_the_policy(nul: Any) -> None:
+    """Cleaned, 'A\\0' would become 'A' (or 'A\ufffd'), and two rows could become one."""
+    text, number = oracle_type("VARCHAR2", None, None), oracle_type("NUMBER", 9, 0)
+    assert text is not None and number is not None
+    reader = RowReader(["CODE", "N"], [text, number], [0], [0], nul)
+
+    with pytest.raises(SourceError, match=r"the key column CODE of the row at \['A\\x00'\]"):
+        reader.records([("A\x00", Decimal(1))])
+    assert reader.records([("A", Decimal(1))]) == ([("A", 1)], 0)

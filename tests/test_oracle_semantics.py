@@ -446,3 +446,47 @@ async def test_check_config_reaches_oracle_through_a_prepared_session(
     (arguments,) = oracle.pool_arguments
     assert arguments["program"] == "syncd"
     assert (arguments["user"], arguments["password"]) == ("SYNCD", "pw")
+
+
+async def test_a_null_key_stops_the_run_before_anything_is_written(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    # No primary key: the key named in the config is a nullable column.
+    await oracle.create_table("LOOSE", {"ID": "NUMBER(12)", "NAME": "VARCHAR2(20)"})
+    await conn.execute(
+        """INSERT INTO "CRM"."LOOSE" SELECT nullif(n, 1), 'row ' || n
+             FROM generate_series(1, 50) AS n"""
+    )
+    config = configure(
+        make_config,
+        loose={"source": "crm", "table": "CRM.LOOSE", "key": ["ID"], "target_table": "loose"}
+        | {"batch_size": 4},
+    )
+
+    with pytest.raises(SourceError, match=r"holds NULL \('ID' in 1 rows\)"):
+        await run_sync(config, "loose")
+    assert await conn.fetchval("SELECT to_regclass('public.loose')") is None
+
+
+async def test_a_batch_ends_at_batch_bytes_before_batch_size(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await oracle.create_table("NOTED", {"ID": "NUMBER(9)", "NOTES": "CLOB"}, primary_key=["ID"])
+    await conn.execute(
+        """INSERT INTO "CRM"."NOTED" SELECT n, convert_to(repeat('x', 100000), 'UTF8')
+             FROM generate_series(1, 10) AS n"""
+    )
+    config = configure(
+        make_config,
+        noted={"source": "crm", "table": "CRM.NOTED", "target_table": "public.noted"}
+        | {"batch_bytes": "250kB"},
+    )
+    recorder = Recorder()
+
+    result = await run_sync(config, "noted", observer=recorder)
+
+    # Rows are kept while those before them are under the limit: three of 100 kB.
+    assert [report.rows for report in recorder.reports] == [3, 3, 3, 1]
+    assert result.rows_read == 10
+    fetches = [s for s in oracle.statements if "FETCH FIRST" in s.sql]
+    assert all(s.arraysize <= oracle_source.FETCH_ROWS for s in fetches)
