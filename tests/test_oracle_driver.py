@@ -7,6 +7,7 @@ fails here. Errors are real ``oracledb`` exceptions, built as the driver builds 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -563,3 +564,36 @@ def test_a_nul_in_a_key_stops_the_run_whatever_the_policy(nul: Any) -> None:
     with pytest.raises(SourceError, match=r"the key column CODE of the row at \['A\\x00'\]"):
         reader.records([("A\x00", Decimal(1))])
     assert reader.records([("A", Decimal(1))]) == ([("A", 1)], 0)
+
+
+async def test_the_first_call_of_a_session_is_already_bounded(
+    oracle: FakeOracle, make_config: Any
+) -> None:
+    config, _ = make_config(
+        {"opps": {"source": "crm", "table": "CRM.OPPORTUNITIES", "target_table": "public.opps"}},
+        sources={"crm": SOURCES["crm"] | {"statement_timeout": "45s"}},
+    )
+    timeouts_seen: list[int] = []
+
+    def note_the_timeout(sql: str) -> None:
+        timeouts_seen.append(oracle.connections[-1].call_timeout)
+
+    oracle.before_execute = note_the_timeout
+    await read_all(config, Window(), 10)
+
+    assert oracle.statements[0].sql == SESSION_SQL
+    assert timeouts_seen and set(timeouts_seen) == {45_000}
+
+
+async def test_a_listener_that_never_hands_out_a_session_is_given_up_on(
+    oracle: FakeOracle, make_config: Any
+) -> None:
+    config, _ = make_config(
+        {"opps": {"source": "crm", "table": "CRM.OPPORTUNITIES", "target_table": "public.opps"}},
+        sources={"crm": SOURCES["crm"] | {"connect_timeout": "200ms"}},
+    )
+    oracle.acquire_gate = asyncio.Event()
+
+    with pytest.raises(Retryable, match=r"did not accept a session within 0.2 s"):
+        await asyncio.wait_for(read_all(config, Window(), 10), timeout=10)
+    oracle.pools[0].close.assert_awaited_once_with(force=True)

@@ -154,6 +154,8 @@ class FakeOracle:
     """Called with each SQL text first; may raise, as Oracle would."""
     acquire_error: Exception | None = None
     """Raised by pool.acquire(), as a refused connection or login would be."""
+    acquire_gate: asyncio.Event | None = None
+    """When set, pool.acquire() waits for it, as a listener that never answers would."""
     _conn: asyncpg.Connection | None = None
     _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     _snapshots: dict[int, tuple[asyncpg.Connection, str]] = field(default_factory=dict)
@@ -243,6 +245,8 @@ class FakeOracle:
     async def _acquire(self, session_callback: Any) -> MagicMock:
         if self.acquire_error is not None:
             raise self.acquire_error
+        if self.acquire_gate is not None:
+            await self.acquire_gate.wait()
         conn = create_autospec(oracledb.AsyncConnection, spec_set=True, instance=True)
         self.connections.append(conn)
         conn.cursor.side_effect = self._cursors()
