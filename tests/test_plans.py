@@ -1,0 +1,110 @@
+"""Every statement a sync sends to a PostgreSQL source is planned as an index range scan.
+
+A table big enough that a sequential scan is the planner's natural fallback, with
+its cursor in random physical order, is synced while every statement that names it
+is recorded; each is then explained with its own parameters. A scan of the whole
+table in any of them would make the cost of a batch grow with the table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.conftest import ConfigFactory
+from tests.helpers import run_sync
+
+BIG_ROWS = 300_000
+BATCH = 10_000
+BIG_TABLE = """
+CREATE TABLE src.big (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, name text,
+                      amount numeric(12, 2));
+INSERT INTO src.big
+SELECT n, timestamptz '2025-01-01' + (hashint4(n::int)::bigint % 1000000) * interval '1 s',
+       repeat('x', 40) || n, n * 1.25
+  FROM generate_series(1, {rows}) AS n;
+CREATE INDEX big_by_time ON src.big (updated_at, id);
+ANALYZE src.big;
+"""
+
+
+class Recorded:
+    """Statements sent through asyncpg that name the source table, with their arguments."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    def wrap(self, method: Any) -> Any:
+        async def recording(conn: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+            if '"src"."big"' in query and not query.startswith("EXPLAIN"):
+                self.statements.append((query, args))
+            return await method(conn, query, *args, **kw)
+
+        return recording
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorded]:
+    record = Recorded()
+    for name in ("fetch", "fetchrow", "fetchval", "copy_from_query"):
+        monkeypatch.setattr(
+            asyncpg.Connection, name, record.wrap(getattr(asyncpg.Connection, name))
+        )
+    yield record
+
+
+def scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from scans(child)
+
+
+async def costly_scans(
+    conn: asyncpg.Connection, query: str, args: tuple[Any, ...], batch_size: int
+) -> list[str]:
+    """The plan nodes of ``query`` whose work grows with src.big rather than with a batch:
+    a scan of the whole table, or a scan the planner expects to return far more rows than
+    a batch holds, as it does when it cannot estimate a row comparison's range."""
+    explained = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+    nodes = list(scans(json.loads(explained)[0]["Plan"]))
+    limited = any(node["Node Type"] == "Limit" for node in nodes)
+    return [
+        f"{node['Node Type']} of about {node['Plan Rows']} rows"
+        for node in nodes
+        if node.get("Relation Name") == "big"
+        and (
+            "Seq Scan" in node["Node Type"] or (not limited and node["Plan Rows"] > 3 * batch_size)
+        )
+    ]
+
+
+@pytest.mark.timeout(180)
+async def test_no_statement_of_a_sync_scans_more_than_its_batch_of_the_source_table(
+    conn: asyncpg.Connection, make_config: ConfigFactory, recorded: Recorded
+) -> None:
+    await conn.execute(BIG_TABLE.format(rows=BIG_ROWS))
+    sync = {
+        "table": "src.big",
+        "cursor": "updated_at",
+        "target_table": "public.big",
+        "batch_size": BATCH,
+    }
+    config, _ = make_config({"first": sync, "again": sync | {"lookback": "1h", "lag": "1m"}})
+    await run_sync(config, "first")  # first, middle and last batches
+    await conn.execute(
+        "UPDATE src.big SET updated_at = timestamptz '2025-01-12 12:00' + id * interval '1 ms'"
+        " WHERE id % 1000 = 0"
+    )
+    await conn.execute("ANALYZE src.big")
+    await run_sync(config, "first")  # a catch-up from a saved position
+    await run_sync(config, "again", full_refresh=True)
+    await run_sync(config, "again")  # a lookback pass, then the rest
+
+    assert len(recorded.statements) > 3 * BIG_ROWS // BATCH
+    await conn.execute("SET TIME ZONE 'UTC'")
+    for query, args in recorded.statements:
+        assert await costly_scans(conn, query, args, BATCH) == [], query
