@@ -286,7 +286,13 @@ async def _describe_sync(source_config: SourceConfig, sync: SyncConfig) -> str:
     async with open_source(source_config, sync) as source:
         shape = await source.describe()
     cursor = f"cursor {shape.cursor}" if shape.cursor is not None else "no cursor"
-    return f"{len(shape.columns)} columns, key ({', '.join(shape.key)}), {cursor}"
+    described = f"{len(shape.columns)} columns, key ({', '.join(shape.key)}), {cursor}"
+    if shape.missing_index is not None:
+        described += (
+            f"; no index leads with {(shape.cursor or shape.key[0])!r}, so each run reads the"
+            f" table in one pass: {shape.missing_index}"
+        )
+    return described
 
 
 async def _demo(config: Config, args: argparse.Namespace) -> int:

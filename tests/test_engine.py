@@ -526,3 +526,24 @@ async def test_memory_is_bounded_by_bytes_not_by_rows(
     print(f"peak RSS: one row {narrow / 2**20:.0f} MiB, 96 MB of rows {wide / 2**20:.0f} MiB")
     assert wide - narrow < 48 * 2**20, "memory grew with the rows a run read"
     assert await fingerprint(conn, "public.wide") == await fingerprint(conn, "src.wide")
+
+
+async def test_without_an_index_on_the_cursor_each_run_reads_in_one_pass(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    await create_items(conn, 1)
+    await conn.execute("DROP INDEX src.items_updated_at_id_idx")
+    await create_items(conn, 999, start_id=2)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 10}})
+    recorder = Recorder()
+
+    with capture_logs() as logs:
+        first = await run_sync(config, "items", observer=recorder)
+
+    (warning,) = [e for e in logs if e["event"] == "no_usable_index"]
+    assert warning["suggestion"] == 'CREATE INDEX ON "src"."items" ("updated_at", "id")'
+    assert [r.rows for r in recorder.reports] == [1_000], "one batch would scan the table each"
+    await conn.execute("UPDATE src.items SET name = 'new', updated_at = now() WHERE id % 100 = 0")
+    second = await run_sync(config, "items")
+    assert (first.rows_read, second.rows_read, second.batches) == (1_000, 10, 1)
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")

@@ -37,6 +37,10 @@ class Shape:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     cursor: str | None
+    missing_index: str | None = None
+    """When no index leads with the first column of the keyset order, the statement that
+    would make one; the source then reads each run in a single pass instead of by batches,
+    each of which would have to scan the whole table."""
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)

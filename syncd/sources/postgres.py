@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import structlog
 
 from syncd import pg
 from syncd.config import PostgresSourceConfig, SyncConfig
@@ -27,6 +28,8 @@ from syncd.errors import SourceError
 from syncd.handoff import ByteStream
 from syncd.identifiers import TableName, quote_ident
 from syncd.sources import Batch, Column, CopyBatch, Limits, Position, Shape, Window
+
+log = structlog.get_logger("syncd.sources.postgres")
 
 _TIME_TYPES = ("timestamp", "date")
 
@@ -114,6 +117,15 @@ class PostgresSource:
         if cursor is not None:
             self._check_cursor_type(by_name[cursor]["wire_type"])
         await self._refuse_null_keys([name for name in key if not by_name[name]["attnotnull"]])
+        order = (*([cursor] if cursor else []), *key)
+        missing_index = await self._missing_index(order)
+        if missing_index is not None:
+            log.warning(
+                "no_usable_index",
+                source=self._source_label,
+                reads="the whole window in one pass each run",
+                suggestion=missing_index,
+            )
         return _Described(
             shape=Shape(
                 columns=tuple(
@@ -124,6 +136,7 @@ class PostgresSource:
                 ),
                 key=key,
                 cursor=cursor,
+                missing_index=missing_index,
             ),
             cast_types={row["attname"]: row["source_type"] for row in attributes},
             select_list=", ".join(
@@ -166,6 +179,19 @@ class PostgresSource:
                 " or choose a key that is never NULL"
             )
 
+    async def _missing_index(self, order: tuple[str, ...]) -> str | None:
+        """The CREATE INDEX a table lacks for its keyset to be read range by range, if any.
+
+        An index leading with the first order column is enough: each batch is then a
+        range of it, whatever follows. A query's plan is its author's to judge.
+        """
+        if self._sync.table is None:
+            return None
+        table = TableName.parse(self._sync.table).sql
+        if await self._conn.fetchval(_LEADING_INDEX_SQL, table, order[0]):
+            return None
+        return f"CREATE INDEX ON {table} ({', '.join(map(quote_ident, order))})"
+
     @property
     def _source_label(self) -> str:
         table = self._sync.table
@@ -200,29 +226,22 @@ class PostgresSource:
     async def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         described = await self._ensure_described()
         order = self._order_columns(described.shape)
-        ascending = ", ".join(f"{quote_ident(c)} ASC NULLS LAST" for c in order)
+        one_pass = described.shape.missing_index is not None
         while True:
             where, args = self._where(described, window)
-            size_bound = f"${len(args) + 1}"
-            # Each row's size as PostgreSQL builds it, and the sizes of the rows before it:
-            # a batch keeps rows while what came before them is under the byte limit.
-            bound_sql = (
-                f"WITH batch AS MATERIALIZED (SELECT {', '.join(map(quote_ident, order))},"
-                f" row_number() OVER w AS n, sum(pg_column_size(src.*)) OVER w"
-                f" - pg_column_size(src.*) AS bytes_before FROM {self._relation} WHERE {where}"
-                f" WINDOW w AS (ORDER BY {ascending} ROWS UNBOUNDED PRECEDING)"
-                f" ORDER BY {ascending} LIMIT {int(limits.rows)})"
-                f" SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}, n,"
-                f" (SELECT count(*) FROM batch) AS available"
-                f" FROM batch WHERE bytes_before < {size_bound} ORDER BY n DESC LIMIT 1"
-            )
+            bound_sql = _whole_window_end_sql if one_pass else _batch_end_sql
             async with self._conn.transaction(isolation="repeatable_read", readonly=True):
-                bound = await self._conn.fetchrow(bound_sql, *args, limits.bytes)
+                bound = await self._conn.fetchrow(
+                    bound_sql(self._relation, order, where, len(args), limits.rows),
+                    *args,
+                    *([] if one_pass else [limits.bytes]),
+                )
                 if bound is None:
                     return
                 end: Position = tuple(bound[: len(order)])
-                kept, available = bound["n"], bound["available"]
-                exhausted = available < limits.rows and kept == available
+                exhausted = one_pass or (
+                    bound["available"] < limits.rows and bound["n"] == bound["available"]
+                )
                 upper, upper_args = self._upto(described, order, end, len(args))
                 stream = ByteStream()
                 yield CopyBatch(stream=stream, end=end, exhausted=exhausted)
@@ -311,6 +330,38 @@ class PostgresSource:
         return f"{leading} AND {rows}", list(position)
 
 
+def _batch_end_sql(
+    relation: str, order: tuple[str, ...], where: str, arguments: int, rows: int
+) -> str:
+    """Where the next batch ends: after ``rows`` rows, or once the rows before one take
+    the byte limit (the last argument), each row's size as PostgreSQL builds it."""
+    columns = ", ".join(map(quote_ident, order))
+    ascending = ", ".join(f"{quote_ident(c)} ASC NULLS LAST" for c in order)
+    return (
+        f"WITH batch AS MATERIALIZED (SELECT {columns}, row_number() OVER w AS n,"
+        f" sum(pg_column_size(src.*)) OVER w - pg_column_size(src.*) AS bytes_before"
+        f" FROM {relation} WHERE {where}"
+        f" WINDOW w AS (ORDER BY {ascending} ROWS UNBOUNDED PRECEDING)"
+        f" ORDER BY {ascending} LIMIT {int(rows)})"
+        f" SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}, n,"
+        f" (SELECT count(*) FROM batch) AS available"
+        f" FROM batch WHERE bytes_before < ${arguments + 1} ORDER BY n DESC LIMIT 1"
+    )
+
+
+def _whole_window_end_sql(
+    relation: str, order: tuple[str, ...], where: str, arguments: int, rows: int
+) -> str:
+    """The last position of the whole window: one scan, where batches would need one each."""
+    # Qualified: the select list's text casts carry the same names, and ORDER BY would
+    # take those, sorting '900' after '1000'.
+    descending = ", ".join(f"src.{quote_ident(c)} DESC NULLS FIRST" for c in order)
+    return (
+        f"SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}"
+        f" FROM {relation} WHERE {where} ORDER BY {descending} LIMIT 1"
+    )
+
+
 # Types the target database may not have (enums, composites, domains over them, types
 # of extensions, arrays of any of these) travel as text; a domain over a built-in type
 # travels as that type. The target's own column types are applied when rows are written.
@@ -336,6 +387,17 @@ SELECT a.attname,
  WHERE a.attrelid = 'pg_temp.syncd_describe'::regclass
    AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum
+"""
+
+_LEADING_INDEX_SQL = """
+SELECT EXISTS (
+    SELECT 1
+      FROM pg_index i
+      JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_am am ON am.oid = c.relam
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid = $1::regclass AND am.amname = 'btree' AND i.indisvalid
+       AND i.indpred IS NULL AND a.attname = $2)
 """
 
 _PRIMARY_KEY_SQL = """
