@@ -190,8 +190,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # JSON between systems is UTF-8 (RFC 8259); json.loads alone would also guess at
+        # UTF-16 and UTF-32, and explain its failures in the terms of a codec.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not valid UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
     except RecursionError:
         raise ApiError(400, "malformed JSON body: nested too deeply") from None

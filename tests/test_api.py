@@ -219,6 +219,21 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ("post", "start", {"json": {"sync_name": None}}, 400, "sync_name must be left out"),
         ("get", "status?sync_name=a&sync_name=b", {}, 400, "sync_name is given 2 times"),
         ("delete", "start", {}, 405, "Method Not Allowed"),
+        # Not UTF-8: json.loads guessed at UTF-16, or spoke of codecs.
+        (
+            "post",
+            "start",
+            {"data": '{"sync_name": "a"}'.encode("utf-16")},
+            400,
+            "the request body is not valid UTF-8 JSON",
+        ),
+        (
+            "post",
+            "start",
+            {"data": '{"sync_name": "\u00e9"}'.encode("latin-1")},
+            400,
+            "the request body is not valid UTF-8 JSON",
+        ),
     ],
 )
 async def test_bad_requests_get_a_precise_json_error(
@@ -228,6 +243,7 @@ async def test_bad_requests_get_a_precise_json_error(
     response = await getattr(client, method)(f"{PREFIX}/{path}", **kwargs)
     answer = await body(response, code)
     assert answer["status"] == "error" and message in answer["message"]
+    assert "codec" not in answer["message"]
     if code == 405:
         assert response.headers["Allow"] == "POST"
 
