@@ -50,6 +50,8 @@ SEED_ENDPOINTS = [
 ]
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = ("page.css", "page.js")
+DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
+"""What /docs loads from the Swagger UI package, whose other files include a stock demo page."""
 KEEP_ALIVE_S = 15.0
 """Idle event streams get a comment this often, so proxies and browsers keep them open."""
 # The page loads its own two files and talks to this daemon, and nothing else: even text that
@@ -172,7 +174,7 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs)
-    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
+    app.router.add_get("/docs/static/{name}", docs_file)
     app.router.add_get(f"{PREFIX}/events", events)
     app.router.add_get(f"{PREFIX}/page-config", page_config)
     app.router.add_get("/", page)
@@ -485,6 +487,13 @@ SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}
 
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+async def docs_file(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in DOCS_FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(Path(swagger_ui_bundle.swagger_ui_path) / name)
 
 
 # ---- the status page ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -352,3 +353,18 @@ def test_a_reachable_api_without_a_token_is_refused() -> None:
     refuse_open_api(ApiConfig(host="0.0.0.0", token="t"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"api\.token is not set"):
         refuse_open_api(ApiConfig(host="0.0.0.0"))
+
+
+async def test_docs_serve_the_files_their_page_loads_and_nothing_else() -> None:
+    runner = Runner(Config(), metrics=Metrics(), notifier=Notifier({}))
+    services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
+    async with TestClient(TestServer(create_app(services))) as client:
+        page = await (await client.get("/docs")).text()
+        loaded = re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', page)
+        assert loaded
+        for path in loaded:
+            assert (await client.get(path)).status == 200, path
+        # Among the package's other files: a stock page that loads a petstore from the web.
+        for name in ("index.html", "swagger-initializer.js", "swagger-ui-bundle.js.map", "x"):
+            assert (await client.get(f"/docs/static/{name}")).status == 404, name
+        assert (await client.get("/docs/static/%2e%2e/static/index.html")).status == 404
