@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,9 +24,10 @@ from aiohttp import web
 from syncd import logs, pg, retry
 from syncd.api import Services, create_app
 from syncd.config import ApiConfig, Config, RetryConfig, load_config
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, SyncdError, Unavailable
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
+from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
@@ -66,7 +68,6 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
         loop.add_signal_handler(signal.SIGHUP, _reload, reload_from, runner, schedules)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(notifier.close)
             await stack.enter_async_context(notifier.watchdog())
             await stack.enter_async_context(_http(services, config.api))
             pool = await _connect_target(config, stop)
@@ -85,9 +86,14 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
             await stop.wait()
             log.info("shutdown_started", grace_s=config.grace_period.total_seconds())
             notifier.stopping()
+    except SyncdError as exc:
+        # 'systemctl status' shows this line beside the exit code.
+        notifier.status(scrub(str(exc), config.secrets()))
+        raise
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        notifier.close()
     log.info("shutdown_finished")
     return 0
 
@@ -98,12 +104,29 @@ async def _http(services: Services, api: ApiConfig) -> AsyncIterator[None]:
     await app_runner.setup()
     try:
         site = web.TCPSite(app_runner, api.host, api.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot listen on {_host_port(api.host, api.port)} (api.host, api.port):"
+                f" {_os_reason(exc)}"
+            ) from None
         for host, port, *_ in app_runner.addresses:
             log.info("http_listening", host=host, port=port, docs=f"http://{host}:{port}/docs")
         yield
     finally:
         await app_runner.cleanup()
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's words for the failure: asyncio wraps them in a sentence of its own."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)  # a name lookup's error, whose numbers are negative
 
 
 async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -214,3 +215,23 @@ async def test_a_run_still_busy_after_the_grace_period_is_cancelled_and_recorded
             break
         await asyncio.sleep(0.05)
     assert sessions == 0
+
+
+async def test_a_port_in_use_is_one_line_exit_69_and_a_status_for_systemd(
+    daemon_config, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = daemon_config({}, tmp_path)
+        document = yaml.safe_load(daemon.config.read_text())
+        daemon.config.write_text(yaml.safe_dump(document | {"api": {"port": port}}))
+        await daemon.start()
+        code, stderr = await daemon.exited()
+
+    assert code == 69, stderr
+    line = f"cannot listen on 127.0.0.1:{port} (api.host, api.port): Address already in use"
+    assert stderr == f"syncd: {line}\n"
+    assert f"STATUS={line}" in daemon.messages
+    assert not any("READY=1" in m for m in daemon.messages)
