@@ -23,7 +23,7 @@ from aiohttp import web
 
 from syncd import logs, pg, retry
 from syncd.api import Services, create_app
-from syncd.config import ApiConfig, Config, RetryConfig, load_config
+from syncd.config import ApiConfig, Config, RetryConfig, TargetConfig, load_config
 from syncd.errors import ConfigError, SyncdError, Unavailable
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
@@ -154,11 +154,31 @@ def _reload(config_path: Path, runner: Runner, schedules: Schedules) -> None:
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc), kept="the running configuration")
         return
-    previous = runner.config
+    fixed_at_start = _fixed_at_start_changes(runner.config, config)
+    if fixed_at_start:
+        # Applied half-way, new runs would write to one target while the API, the state
+        # store and /readyz watch another: all or nothing, and here it can only be nothing.
+        log.error(
+            "config_reload_refused",
+            changed=fixed_at_start,
+            reason="these keys take effect only when syncd starts; restart it to change them",
+            kept="the running configuration",
+        )
+        return
     logs.configure(config.logging.level, config.logging.format, secrets=config.secrets())
     runner.reconfigure(config)
     changes = schedules.apply(config)
-    restart_needed = [
-        key for key in ("target", "api") if getattr(config, key) != getattr(previous, key)
+    log.info("config_reloaded", **changes)
+
+
+def _fixed_at_start_changes(running: Config, new: Config) -> list[str]:
+    """The changed keys that a running daemon cannot take: any about the target, which its
+    pool and state store stand for from the start, and the address the API listens on.
+    (api.token and api.max_batch_size are read anew by every request.)"""
+    sections = {"target": list(TargetConfig.model_fields), "api": ["host", "port"]}
+    return [
+        f"{section}.{key}"
+        for section, keys in sections.items()
+        for key in keys
+        if getattr(getattr(running, section), key) != getattr(getattr(new, section), key)
     ]
-    log.info("config_reloaded", **changes, needs_restart_to_apply=restart_needed)

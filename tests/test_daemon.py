@@ -235,3 +235,47 @@ async def test_a_port_in_use_is_one_line_exit_69_and_a_status_for_systemd(
     assert stderr == f"syncd: {line}\n"
     assert f"STATUS={line}" in daemon.messages
     assert not any("READY=1" in m for m in daemon.messages)
+
+
+@pytest.mark.parametrize(
+    ("change", "changed"),
+    [
+        ({"target": {"state_schema": "elsewhere"}}, ["target.state_schema"]),
+        ({"api": {"host": "127.0.0.1", "port": 1}}, ["api.port"]),
+    ],
+    ids=["target", "api"],
+)
+async def test_sighup_refuses_a_config_that_only_a_restart_could_apply(
+    conn: asyncpg.Connection,
+    daemon_config,
+    tmp_path: Path,
+    change: dict[str, dict[str, Any]],
+    changed: list[str],
+) -> None:
+    await create_items(conn, 10)
+    daemon = daemon_config({"items": ITEMS}, tmp_path)
+    await daemon.start()
+    await daemon.wait_ready()
+    document = yaml.safe_load(daemon.config.read_text())
+    for section, values in change.items():
+        document[section] |= values
+    # Alongside, a change that could apply on its own: it waits for the restart too.
+    document["syncs"]["copy"] = document["syncs"]["items"] | {"target_table": "public.copy"}
+    daemon.config.write_text(yaml.safe_dump(document))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+
+    await daemon.wait_for(
+        lambda: daemon.events("config_reload_refused") or daemon.events("config_reloaded")
+    )
+    assert daemon.events("config_reloaded") == []
+    refused = daemon.events("config_reload_refused")[0]
+    assert refused["changed"] == changed and refused["kept"] == "the running configuration"
+    status, listing = await daemon.request("GET", "/api/batch-sync/syncs")
+    assert status == 200 and [s["sync_name"] for s in listing["syncs"]] == ["items"]
+    # New runs keep to the running target and its state schema.
+    status, finished = await daemon.request("POST", "/api/batch-sync/start-sync")
+    assert status == 200 and finished["rows_this_run"] == 10
+    assert await conn.fetchval("SELECT count(*) FROM syncd.runs") == 1
+    assert await conn.fetchval("SELECT to_regnamespace('elsewhere')") is None
+    assert await daemon.stop() == 0
