@@ -10,9 +10,10 @@ typed keys; nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +23,13 @@ import asyncpg
 import structlog
 import swagger_ui_bundle
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 
 from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
+from syncd.redact import scrub
 from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
@@ -54,6 +57,8 @@ DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
 """What /docs loads from the Swagger UI package, whose other files include a stock demo page."""
 KEEP_ALIVE_S = 15.0
 """Idle event streams get a comment this often, so proxies and browsers keep them open."""
+ACQUIRE_TIMEOUT_S = 10.0
+"""How long a request waits for one of the pool's few connections to come free."""
 # The page loads its own two files and talks to this daemon, and nothing else: even text that
 # slipped past the page's escaping could neither run inline script nor send data elsewhere.
 PAGE_POLICY = (
@@ -129,14 +134,41 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except (OSError, asyncpg.PostgresConnectionError, *UNUSABLE_CONNECTION) as exc:
-        log.warning("target_unavailable", path=request.path, error=type(exc).__name__)
-        return _error(503, "the target database is not reachable right now")
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("request_failed", path=request.path)
-        return _error(500, "internal error; the daemon's log has the details")
+    except Exception as exc:
+        reason = unreachable_reason(exc)
+        if reason is None:
+            log.exception("request_failed", path=request.path)
+            return _error(500, "internal error; the daemon's log has the details")
+        reason = scrub(reason, request.app[SERVICES].runner.config.secrets())
+        log.warning("target_unavailable", path=request.path, reason=reason)
+        return _error(503, f"the target database is not reachable: {reason}")
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the target database cannot serve us, when that is what ``exc`` says; else None.
+
+    The one place that decides what "unreachable" means, for the API's answers and for
+    /readyz. PostgreSQL ends a session with an error of severity FATAL (or PANIC), and only
+    then: a login refused, a database dropped or closed to connections, too many clients,
+    an administrator's shutdown. Its message names the cause and holds no password. On our
+    side of the wire: a connection lost or refused, or a wait that ran out.
+    """
+    if isinstance(exc, asyncpg.PostgresConnectionError) or (
+        isinstance(exc, asyncpg.PostgresError)
+        and getattr(exc, "severity", None) in ("FATAL", "PANIC")
+    ):
+        return str(exc).splitlines()[0]
+    if isinstance(exc, UNUSABLE_CONNECTION):
+        return "the connection to it was lost"
+    if isinstance(exc, TimeoutError):  # before OSError, of which it is one
+        return "it did not answer in time, or every connection to it stayed busy"
+    if isinstance(exc, ConnectionRefusedError):
+        return "it refused the connection"
+    if isinstance(exc, OSError):
+        return f"the network failed: {exc.strerror or exc}"
+    return None
 
 
 @web.middleware
@@ -276,18 +308,20 @@ async def _run_params(request: web.Request) -> tuple[str, int | None]:
     return resolved, batch_size
 
 
-def _pool(request: web.Request) -> asyncpg.Pool:
+@contextlib.asynccontextmanager
+async def _connection(request: web.Request) -> AsyncIterator[PoolConnectionProxy]:
     pool = request.app[SERVICES].pool
     if pool is None:
         raise ApiError(503, "the target database is not connected yet")
-    return pool
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        yield conn
 
 
 async def _trigger(request: web.Request) -> LiveRun:
     services = request.app[SERVICES]
     name, batch_size = await _run_params(request)
     if services.runner.live(name) is None:
-        async with _pool(request).acquire() as conn:
+        async with _connection(request) as conn:
             held = await services.store.is_running(conn, name)
             state = await services.store.load(conn, name) if held else None
         # While we asked, a concurrent request of ours may have started the run that now
@@ -324,7 +358,7 @@ async def start_sync(request: web.Request) -> web.Response:
     result = await services.runner.wait(live)
     common = {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
     if result.status == "succeeded":
-        async with _pool(request).acquire() as conn:
+        async with _connection(request) as conn:
             state = await services.store.load(conn, live.sync_name)
         return _json(
             200,
@@ -354,7 +388,7 @@ async def status(request: web.Request) -> web.Response:
 async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
     services = request.app[SERVICES]
     name, sync = services.runner.config.sync(name)
-    async with _pool(request).acquire() as conn:
+    async with _connection(request) as conn:
         view = (await collect_status(conn, services.store, name, sync)).as_json()
     live = services.runner.live(name)
     last = services.runner.last_result(name)
@@ -388,7 +422,7 @@ async def reset(request: web.Request) -> web.Response:
         raise Busy(
             f"sync {name!r} is running (run {live.run_id}); reset refused", run_id=live.run_id
         )
-    async with _pool(request).acquire() as conn:
+    async with _connection(request) as conn:
         await services.store.reset(conn, name)
     return _json(
         200,
@@ -400,7 +434,7 @@ async def count(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name, sync = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     target = sync.target
-    async with _pool(request).acquire() as conn:
+    async with _connection(request) as conn:
         exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", target.sql)
         rows = int(await conn.fetchval(f"SELECT count(*) FROM {target.sql}")) if exists else 0
     return _json(200, {"status": "success", "count": rows, "table": target.name, "sync_name": name})
@@ -422,7 +456,7 @@ async def runs(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name, _ = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     limit = _limit(request)
-    async with _pool(request).acquire() as conn:
+    async with _connection(request) as conn:
         records = await services.store.runs(conn, name, limit)
     return _json(
         200,
@@ -456,8 +490,11 @@ async def readyz(request: web.Request) -> web.Response:
             async with asyncio.timeout(2):
                 async with services.pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
-        except (TimeoutError, OSError, asyncpg.PostgresError, *UNUSABLE_CONNECTION) as exc:
-            reasons.append(f"the target database does not answer: {type(exc).__name__}")
+        except Exception as exc:
+            reason = unreachable_reason(exc)
+            if reason is None:
+                raise
+            reasons.append(f"the target database is not reachable: {reason}")
     if not services.schedules.running:
         reasons.append("the scheduler is not running")
     if reasons:

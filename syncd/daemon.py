@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from syncd import logs, pg, retry
-from syncd.api import Services, create_app
+from syncd.api import Services, create_app, unreachable_reason
 from syncd.config import ApiConfig, Config, RetryConfig, TargetConfig, load_config
 from syncd.errors import ConfigError, SyncdError, Unavailable
 from syncd.metrics import Metrics
@@ -136,7 +136,7 @@ async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool |
         try:
             return await pg.create_pool(config.target.dsn, config.target.secret())
         except Exception as exc:
-            if not retry.is_retryable(exc):
+            if unreachable_reason(exc) is None:
                 raise
             attempt += 1
             delay = retry.delay(STARTUP_RETRY, min(attempt, 6))

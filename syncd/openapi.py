@@ -81,7 +81,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "Unknown sync",
         409: "The sync is already running",
         413: "Request body too large",
-        503: "The target database is not reachable, or syncd is shutting down",
+        503: "The target database is not reachable (the message says why), or syncd stops",
         500: "Unexpected failure (no details in the response)",
     }
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, meaning[c]) for c in codes}

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 import yaml
 
+from tests.conftest import dsn_for
 from tests.daemon import Daemon
 from tests.helpers import create_items, fingerprint, wait_for_value
 
@@ -279,3 +281,26 @@ async def test_sighup_refuses_a_config_that_only_a_restart_could_apply(
     assert await conn.fetchval("SELECT count(*) FROM syncd.runs") == 1
     assert await conn.fetchval("SELECT to_regnamespace('elsewhere')") is None
     assert await daemon.stop() == 0
+
+
+async def test_a_target_database_that_does_not_exist_yet_is_waited_for(tmp_path: Path) -> None:
+    name = f"syncd_later_{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"target": {"dsn": dsn_for(name)}, "api": {"port": 0}}))
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    admin = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        await daemon.wait_for(lambda: daemon.events("retrying"))
+        assert f'database "{name}" does not exist' in daemon.events("retrying")[0]["error"]
+        await daemon.wait_for(lambda: daemon.port is not None)
+        status, answer = await daemon.request("GET", "/readyz")
+        assert status == 503 and answer["reasons"][0] == "the target database has not answered yet"
+
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await daemon.wait_ready()
+        assert await daemon.stop() == 0
+    finally:
+        await daemon.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
