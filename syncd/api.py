@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,16 @@ from asyncpg.pool import PoolConnectionProxy
 
 from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
+from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
+from syncd.pg import Conn
 from syncd.redact import scrub
 from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
-from syncd.status import collect_status
+from syncd.status import RowCounts, collect_status
 
 log = structlog.get_logger("syncd.api")
 
@@ -77,6 +80,8 @@ class Services:
     metrics: Metrics
     pool: asyncpg.Pool | None = None
     """None until the target database first answered."""
+    counts: RowCounts = field(default_factory=RowCounts)
+    """Rows in the target tables, shared by every answer that shows them."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -389,7 +394,10 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
     services = request.app[SERVICES]
     name, sync = services.runner.config.sync(name)
     async with _connection(request) as conn:
-        view = (await collect_status(conn, services.store, name, sync)).as_json()
+        state = await collect_status(
+            conn, services.store, name, sync, functools.partial(_rows_in, services)
+        )
+    view = state.as_json()
     live = services.runner.live(name)
     last = services.runner.last_result(name)
     view.update(
@@ -403,6 +411,18 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
         next_run_at=services.schedules.next_run_at(name),
     )
     return view
+
+
+async def _rows_in(services: Services, conn: Conn, table: TableName) -> int | None:
+    """The rows in a target table, counted anew only after a while or after a run of a sync
+    that writes it has finished."""
+    runner = services.runner
+    finished = tuple(
+        last.run_id if (last := runner.last_result(name)) else None
+        for name, sync in runner.config.syncs.items()
+        if sync.target.sql == table.sql
+    )
+    return await services.counts(conn, table, after=finished)
 
 
 def _schedule_text(schedule: EverySchedule | CronSchedule | None) -> str | None:
@@ -435,9 +455,11 @@ async def count(request: web.Request) -> web.Response:
     name, sync = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     target = sync.target
     async with _connection(request) as conn:
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", target.sql)
-        rows = int(await conn.fetchval(f"SELECT count(*) FROM {target.sql}")) if exists else 0
-    return _json(200, {"status": "success", "count": rows, "table": target.name, "sync_name": name})
+        rows = await _rows_in(services, conn, target)
+    return _json(
+        200,
+        {"status": "success", "count": rows or 0, "table": target.name, "sync_name": name},
+    )
 
 
 async def health(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
+from syncd.status import RowCounts
 from tests.conftest import dsn_for
 from tests.helpers import create_items, fingerprint, wait_for_value
 
@@ -479,6 +480,54 @@ async def test_a_pool_with_no_free_connection_is_503_after_a_bounded_wait(api, m
         for connection in held:
             await pool.release(connection)
     await body(await client.get(f"{PREFIX}/status"), 200)
+
+
+async def test_target_rows_are_counted_at_most_once_per_ttl_whoever_asks(
+    conn: asyncpg.Connection, api
+) -> None:
+    # Each count(*) of this view takes a number from the sequence, so the numbers taken are
+    # the counts made, by any path and any connection.
+    await conn.execute(
+        "CREATE SEQUENCE public.counts;"
+        " CREATE VIEW public.items AS SELECT 1 AS id WHERE nextval('public.counts') > 0"
+    )
+
+    async def counts_made() -> int:
+        row = await conn.fetchrow("SELECT last_value, is_called FROM public.counts")
+        assert row is not None
+        return int(row["last_value"]) if row["is_called"] else 0
+
+    client = await api({"items": ITEMS})
+    now = 1000.0
+    client.server.app[SERVICES].counts = RowCounts(ttl=5.0, clock=lambda: now)
+
+    async def ask_every_path(times: int) -> None:
+        paths = [f"{PREFIX}/status", f"{PREFIX}/syncs", f"{PREFIX}/count"] * times
+        for answer in [await client.get(p) for p in paths] + list(
+            await asyncio.gather(*(client.get(p) for p in paths))
+        ):
+            data = await body(answer, 200)
+            shown = data.get("count", data.get("total_in_db")) or data["syncs"][0]["total_in_db"]
+            assert shown == 1
+
+    await ask_every_path(10)
+    assert await counts_made() == 1
+    now += 4.9
+    await ask_every_path(10)
+    assert await counts_made() == 1
+    now += 0.1
+    await ask_every_path(10)
+    assert await counts_made() == 2
+
+
+async def test_a_finished_run_is_counted_at_once(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 30)
+    client = await api({"items": ITEMS})
+    client.server.app[SERVICES].counts = RowCounts(ttl=5.0, clock=lambda: 1000.0)
+    assert (await body(await client.get(f"{PREFIX}/count"), 200))["count"] == 0
+    await body(await client.post(f"{PREFIX}/start-sync"), 200)
+    assert (await body(await client.get(f"{PREFIX}/count"), 200))["count"] == 30
+    assert (await body(await client.get(f"{PREFIX}/status"), 200))["total_in_db"] == 30
 
 
 async def test_docs_serve_the_files_their_page_loads_and_nothing_else() -> None:
