@@ -27,7 +27,7 @@ from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
 from syncd.config import CronSchedule, EverySchedule, format_duration
-from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
+from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
 from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
@@ -60,6 +60,11 @@ DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
 """What /docs loads from the Swagger UI package, whose other files include a stock demo page."""
 KEEP_ALIVE_S = 15.0
 """Idle event streams get a comment this often, so proxies and browsers keep them open."""
+MAX_EVENT_STREAMS = 100
+"""Each open stream costs a queue and its share of every event: their number is bounded."""
+STREAM_PAUSE_S = 0.1
+SEND_TIMEOUT_S = 10.0
+"""An event stream whose reader takes nothing for this long is ended."""
 ACQUIRE_TIMEOUT_S = 10.0
 """How long a request waits for one of the pool's few connections to come free."""
 # The page loads its own two files and talks to this daemon, and nothing else: even text that
@@ -128,7 +133,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(409, str(exc), run_id=exc.run_id)
     except AlreadyRunning as exc:
         return _error(409, str(exc), run_id=None)
-    except NotAccepting as exc:
+    except (NotAccepting, Unavailable) as exc:
         return _error(503, str(exc))
     except web.HTTPException as exc:
         if exc.status == 413:
@@ -600,23 +605,38 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await response.prepare(request)
-    try:
-        async with runner.subscription() as queue:
+    # Subscribed before the answer starts, so that a refusal can still be a 503.
+    async with runner.subscription(MAX_EVENT_STREAMS) as queue:
+        await response.prepare(request)
+        try:
             # The first bytes reach the browser at once, and tell it how soon to reconnect.
-            await response.write(b"retry: 3000\n\n")
-            while (event := await _next_event(queue, closing)) is not None:
-                await response.write(_message(runner, event))
-        await response.write_eof()
-    except ConnectionResetError:
-        pass  # the page went away; a keep-alive at the latest tells us
+            await _send(response, b"retry: 3000\n\n")
+            while (events := await _next_events(queue, closing)) is not None:
+                await _send(response, _messages(events))
+                # However fast batches commit, a stream wakes up and writes at most this
+                # often: with many pages open, it would otherwise be a write per page per batch.
+                await asyncio.sleep(STREAM_PAUSE_S)
+            await response.write_eof()
+        except TimeoutError:
+            # A reader that takes nothing for this long loses its stream and its place
+            # among the subscribers; an EventSource that is still there reconnects.
+            if (transport := request.transport) is not None:
+                transport.abort()
+        except ConnectionResetError:
+            pass  # the page went away; a keep-alive at the latest tells us
     return response
 
 
-async def _next_event(
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    async with asyncio.timeout(SEND_TIMEOUT_S):
+        await response.write(data)
+
+
+async def _next_events(
     queue: asyncio.Queue[dict[str, Any]], closing: asyncio.Event
-) -> dict[str, Any] | None:
-    """The next event; an empty one after KEEP_ALIVE_S without any; None at shutdown."""
+) -> list[dict[str, Any]] | None:
+    """Every event queued once there is one; none after KEEP_ALIVE_S without any; None at
+    shutdown."""
     getting = asyncio.ensure_future(queue.get())
     waiting = asyncio.ensure_future(closing.wait())
     try:
@@ -627,20 +647,18 @@ async def _next_event(
         getting.cancel()
         waiting.cancel()
     if getting.done() and not getting.cancelled():
-        return getting.result()
-    return None if closing.is_set() else {}
+        events = [getting.result()]
+        while not queue.empty():
+            events.append(queue.get_nowait())
+        return events
+    return None if closing.is_set() else []
 
 
-def _message(runner: Runner, event: dict[str, Any]) -> bytes:
-    """The event as the stream carries it; an empty one is the keep-alive comment."""
-    if not event:
+def _messages(events: list[dict[str, Any]]) -> bytes:
+    """The events as the stream carries them; none at all is the keep-alive comment."""
+    if not events:
         return b": keep-alive\n\n"
-    # A batch's event says how far its run has come; the page's bar also needs the estimate
-    # that this is measured against, which the run learnt after its run_started event went out.
-    live = runner.live(event["sync_name"])
-    if event["type"] == "batch_committed" and live is not None and live.run_id == event["run_id"]:
-        event = event | {"source_rows_estimate": live.rows_estimate}
-    return f"event: {event['type']}\ndata: {_dumps(event)}\n\n".encode()
+    return b"".join(f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in events)
 
 
 async def _end_streams(app: web.Application) -> None:
