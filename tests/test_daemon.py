@@ -105,15 +105,21 @@ async def test_sigterm_mid_run_commits_the_batch_in_flight_and_the_next_start_re
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
 
 
-async def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
-    conn: asyncpg.Connection, daemon_config, tmp_path: Path
-) -> None:
+async def _ready_to_reload(
+    conn: asyncpg.Connection, daemon_config: Any, tmp_path: Path
+) -> tuple[Daemon, dict[str, Any]]:
+    """A ready daemon syncing ten items, and its config document to change and reload."""
     await create_items(conn, 10)
     daemon = daemon_config({"items": ITEMS}, tmp_path)
     await daemon.start()
     await daemon.wait_ready()
-    document = yaml.safe_load(daemon.config.read_text())
+    return daemon, yaml.safe_load(daemon.config.read_text())
 
+
+async def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
+    conn: asyncpg.Connection, daemon_config, tmp_path: Path
+) -> None:
+    daemon, document = await _ready_to_reload(conn, daemon_config, tmp_path)
     document["syncs"]["copy"] = document["syncs"]["items"] | {
         "target_table": "public.copy",
         "schedule": {"every": "1h"},
@@ -254,11 +260,7 @@ async def test_sighup_refuses_a_config_that_only_a_restart_could_apply(
     change: dict[str, dict[str, Any]],
     changed: list[str],
 ) -> None:
-    await create_items(conn, 10)
-    daemon = daemon_config({"items": ITEMS}, tmp_path)
-    await daemon.start()
-    await daemon.wait_ready()
-    document = yaml.safe_load(daemon.config.read_text())
+    daemon, document = await _ready_to_reload(conn, daemon_config, tmp_path)
     for section, values in change.items():
         document[section] |= values
     # Alongside, a change that could apply on its own: it waits for the restart too.
