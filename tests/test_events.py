@@ -122,16 +122,23 @@ async def _healthz_during_a_run(daemon: Daemon) -> tuple[list[float], dict[str, 
     """/healthz's answer times, asked one after another while a run goes on; the run's end."""
     status, started = await daemon.request("POST", "/api/batch-sync/start")
     assert status == 202
+
+    def ended() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in daemon.events("run_finished") + daemon.events("run_failed")
+            if e["run_id"] == started["run_id"]
+        ]
+
     times = []
     async with aiohttp.ClientSession() as session:
-        while not (ended := [e for e in daemon.lines if e.get("run_id") == started["run_id"]
-                             and e["event"] in ("run_finished", "run_failed")]):  # fmt: skip
+        while not ended():
             asked = time.perf_counter()
             async with session.get(f"{daemon.url}/healthz") as answer:
                 assert answer.status == 200
             times.append(time.perf_counter() - asked)
             await asyncio.sleep(0.005)
-    return times, ended[0]
+    return times, ended()[0]
 
 
 async def test_a_hundred_streams_that_never_read_are_the_most_and_slow_nothing(
