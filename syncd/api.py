@@ -10,10 +10,12 @@ typed keys; nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hmac
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,20 @@ import asyncpg
 import structlog
 import swagger_ui_bundle
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 
 from syncd.config import CronSchedule, EverySchedule, format_duration
-from syncd.errors import AlreadyRunning, SyncdError, UnknownSync
+from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
+from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
+from syncd.pg import Conn
+from syncd.redact import scrub
 from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
-from syncd.status import collect_status
+from syncd.status import RowCounts, collect_status
 
 log = structlog.get_logger("syncd.api")
 
@@ -50,8 +56,17 @@ SEED_ENDPOINTS = [
 ]
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = ("page.css", "page.js")
+DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
+"""What /docs loads from the Swagger UI package, whose other files include a stock demo page."""
 KEEP_ALIVE_S = 15.0
 """Idle event streams get a comment this often, so proxies and browsers keep them open."""
+MAX_EVENT_STREAMS = 100
+"""Each open stream costs a queue and its share of every event: their number is bounded."""
+STREAM_PAUSE_S = 0.1
+SEND_TIMEOUT_S = 10.0
+"""An event stream whose reader takes nothing for this long is ended."""
+ACQUIRE_TIMEOUT_S = 10.0
+"""How long a request waits for one of the pool's few connections to come free."""
 # The page loads its own two files and talks to this daemon, and nothing else: even text that
 # slipped past the page's escaping could neither run inline script nor send data elsewhere.
 PAGE_POLICY = (
@@ -70,6 +85,8 @@ class Services:
     metrics: Metrics
     pool: asyncpg.Pool | None = None
     """None until the target database first answered."""
+    counts: RowCounts = field(default_factory=RowCounts)
+    """Rows in the target tables, shared by every answer that shows them."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -116,7 +133,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(409, str(exc), run_id=exc.run_id)
     except AlreadyRunning as exc:
         return _error(409, str(exc), run_id=None)
-    except NotAccepting as exc:
+    except (NotAccepting, Unavailable) as exc:
         return _error(503, str(exc))
     except web.HTTPException as exc:
         if exc.status == 413:
@@ -127,14 +144,41 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except (OSError, asyncpg.PostgresConnectionError, *UNUSABLE_CONNECTION) as exc:
-        log.warning("target_unavailable", path=request.path, error=type(exc).__name__)
-        return _error(503, "the target database is not reachable right now")
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("request_failed", path=request.path)
-        return _error(500, "internal error; the daemon's log has the details")
+    except Exception as exc:
+        reason = unreachable_reason(exc)
+        if reason is None:
+            log.exception("request_failed", path=request.path)
+            return _error(500, "internal error; the daemon's log has the details")
+        reason = scrub(reason, request.app[SERVICES].runner.config.secrets())
+        log.warning("target_unavailable", path=request.path, reason=reason)
+        return _error(503, f"the target database is not reachable: {reason}")
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the target database cannot serve us, when that is what ``exc`` says; else None.
+
+    The one place that decides what "unreachable" means, for the API's answers and for
+    /readyz. PostgreSQL ends a session with an error of severity FATAL (or PANIC), and only
+    then: a login refused, a database dropped or closed to connections, too many clients,
+    an administrator's shutdown. Its message names the cause and holds no password. On our
+    side of the wire: a connection lost or refused, or a wait that ran out.
+    """
+    if isinstance(exc, asyncpg.PostgresConnectionError) or (
+        isinstance(exc, asyncpg.PostgresError)
+        and getattr(exc, "severity", None) in ("FATAL", "PANIC")
+    ):
+        return str(exc).splitlines()[0]
+    if isinstance(exc, UNUSABLE_CONNECTION):
+        return "the connection to it was lost"
+    if isinstance(exc, TimeoutError):  # before OSError, of which it is one
+        return "it did not answer in time, or every connection to it stayed busy"
+    if isinstance(exc, ConnectionRefusedError):
+        return "it refused the connection"
+    if isinstance(exc, OSError):
+        return f"the network failed: {exc.strerror or exc}"
+    return None
 
 
 @web.middleware
@@ -172,7 +216,7 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs)
-    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
+    app.router.add_get("/docs/static/{name}", docs_file)
     app.router.add_get(f"{PREFIX}/events", events)
     app.router.add_get(f"{PREFIX}/page-config", page_config)
     app.router.add_get("/", page)
@@ -190,8 +234,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # JSON between systems is UTF-8 (RFC 8259); json.loads alone would also guess at
+        # UTF-16 and UTF-32, and explain its failures in the terms of a codec.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not valid UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
     except RecursionError:
         raise ApiError(400, "malformed JSON body: nested too deeply") from None
@@ -268,18 +318,20 @@ async def _run_params(request: web.Request) -> tuple[str, int | None]:
     return resolved, batch_size
 
 
-def _pool(request: web.Request) -> asyncpg.Pool:
+@contextlib.asynccontextmanager
+async def _connection(request: web.Request) -> AsyncIterator[PoolConnectionProxy]:
     pool = request.app[SERVICES].pool
     if pool is None:
         raise ApiError(503, "the target database is not connected yet")
-    return pool
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        yield conn
 
 
 async def _trigger(request: web.Request) -> LiveRun:
     services = request.app[SERVICES]
     name, batch_size = await _run_params(request)
     if services.runner.live(name) is None:
-        async with _pool(request).acquire() as conn:
+        async with _connection(request) as conn:
             held = await services.store.is_running(conn, name)
             state = await services.store.load(conn, name) if held else None
         # While we asked, a concurrent request of ours may have started the run that now
@@ -316,7 +368,7 @@ async def start_sync(request: web.Request) -> web.Response:
     result = await services.runner.wait(live)
     common = {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
     if result.status == "succeeded":
-        async with _pool(request).acquire() as conn:
+        async with _connection(request) as conn:
             state = await services.store.load(conn, live.sync_name)
         return _json(
             200,
@@ -346,8 +398,11 @@ async def status(request: web.Request) -> web.Response:
 async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
     services = request.app[SERVICES]
     name, sync = services.runner.config.sync(name)
-    async with _pool(request).acquire() as conn:
-        view = (await collect_status(conn, services.store, name, sync)).as_json()
+    async with _connection(request) as conn:
+        state = await collect_status(
+            conn, services.store, name, sync, functools.partial(_rows_in, services)
+        )
+    view = state.as_json()
     live = services.runner.live(name)
     last = services.runner.last_result(name)
     view.update(
@@ -361,6 +416,18 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
         next_run_at=services.schedules.next_run_at(name),
     )
     return view
+
+
+async def _rows_in(services: Services, conn: Conn, table: TableName) -> int | None:
+    """The rows in a target table, counted anew only after a while or after a run of a sync
+    that writes it has finished."""
+    runner = services.runner
+    finished = tuple(
+        last.run_id if (last := runner.last_result(name)) else None
+        for name, sync in runner.config.syncs.items()
+        if sync.target.sql == table.sql
+    )
+    return await services.counts(conn, table, after=finished)
 
 
 def _schedule_text(schedule: EverySchedule | CronSchedule | None) -> str | None:
@@ -380,7 +447,7 @@ async def reset(request: web.Request) -> web.Response:
         raise Busy(
             f"sync {name!r} is running (run {live.run_id}); reset refused", run_id=live.run_id
         )
-    async with _pool(request).acquire() as conn:
+    async with _connection(request) as conn:
         await services.store.reset(conn, name)
     return _json(
         200,
@@ -392,10 +459,12 @@ async def count(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name, sync = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     target = sync.target
-    async with _pool(request).acquire() as conn:
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", target.sql)
-        rows = int(await conn.fetchval(f"SELECT count(*) FROM {target.sql}")) if exists else 0
-    return _json(200, {"status": "success", "count": rows, "table": target.name, "sync_name": name})
+    async with _connection(request) as conn:
+        rows = await _rows_in(services, conn, target)
+    return _json(
+        200,
+        {"status": "success", "count": rows or 0, "table": target.name, "sync_name": name},
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -414,7 +483,7 @@ async def runs(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name, _ = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
     limit = _limit(request)
-    async with _pool(request).acquire() as conn:
+    async with _connection(request) as conn:
         records = await services.store.runs(conn, name, limit)
     return _json(
         200,
@@ -448,8 +517,11 @@ async def readyz(request: web.Request) -> web.Response:
             async with asyncio.timeout(2):
                 async with services.pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
-        except (TimeoutError, OSError, asyncpg.PostgresError, *UNUSABLE_CONNECTION) as exc:
-            reasons.append(f"the target database does not answer: {type(exc).__name__}")
+        except Exception as exc:
+            reason = unreachable_reason(exc)
+            if reason is None:
+                raise
+            reasons.append(f"the target database is not reachable: {reason}")
     if not services.schedules.running:
         reasons.append("the scheduler is not running")
     if reasons:
@@ -479,6 +551,13 @@ SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}
 
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+async def docs_file(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in DOCS_FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(Path(swagger_ui_bundle.swagger_ui_path) / name)
 
 
 # ---- the status page ---------------------------------------------------------------------
@@ -526,23 +605,38 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await response.prepare(request)
-    try:
-        async with runner.subscription() as queue:
+    # Subscribed before the answer starts, so that a refusal can still be a 503.
+    async with runner.subscription(MAX_EVENT_STREAMS) as queue:
+        await response.prepare(request)
+        try:
             # The first bytes reach the browser at once, and tell it how soon to reconnect.
-            await response.write(b"retry: 3000\n\n")
-            while (event := await _next_event(queue, closing)) is not None:
-                await response.write(_message(runner, event))
-        await response.write_eof()
-    except ConnectionResetError:
-        pass  # the page went away; a keep-alive at the latest tells us
+            await _send(response, b"retry: 3000\n\n")
+            while (events := await _next_events(queue, closing)) is not None:
+                await _send(response, _messages(events))
+                # However fast batches commit, a stream wakes up and writes at most this
+                # often: with many pages open, it would otherwise be a write per page per batch.
+                await asyncio.sleep(STREAM_PAUSE_S)
+            await response.write_eof()
+        except TimeoutError:
+            # A reader that takes nothing for this long loses its stream and its place
+            # among the subscribers; an EventSource that is still there reconnects.
+            if (transport := request.transport) is not None:
+                transport.abort()
+        except ConnectionResetError:
+            pass  # the page went away; a keep-alive at the latest tells us
     return response
 
 
-async def _next_event(
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    async with asyncio.timeout(SEND_TIMEOUT_S):
+        await response.write(data)
+
+
+async def _next_events(
     queue: asyncio.Queue[dict[str, Any]], closing: asyncio.Event
-) -> dict[str, Any] | None:
-    """The next event; an empty one after KEEP_ALIVE_S without any; None at shutdown."""
+) -> list[dict[str, Any]] | None:
+    """Every event queued once there is one; none after KEEP_ALIVE_S without any; None at
+    shutdown."""
     getting = asyncio.ensure_future(queue.get())
     waiting = asyncio.ensure_future(closing.wait())
     try:
@@ -553,20 +647,18 @@ async def _next_event(
         getting.cancel()
         waiting.cancel()
     if getting.done() and not getting.cancelled():
-        return getting.result()
-    return None if closing.is_set() else {}
+        events = [getting.result()]
+        while not queue.empty():
+            events.append(queue.get_nowait())
+        return events
+    return None if closing.is_set() else []
 
 
-def _message(runner: Runner, event: dict[str, Any]) -> bytes:
-    """The event as the stream carries it; an empty one is the keep-alive comment."""
-    if not event:
+def _messages(events: list[dict[str, Any]]) -> bytes:
+    """The events as the stream carries them; none at all is the keep-alive comment."""
+    if not events:
         return b": keep-alive\n\n"
-    # A batch's event says how far its run has come; the page's bar also needs the estimate
-    # that this is measured against, which the run learnt after its run_started event went out.
-    live = runner.live(event["sync_name"])
-    if event["type"] == "batch_committed" and live is not None and live.run_id == event["run_id"]:
-        event = event | {"source_rows_estimate": live.rows_estimate}
-    return f"event: {event['type']}\ndata: {_dumps(event)}\n\n".encode()
+    return b"".join(f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in events)
 
 
 async def _end_streams(app: web.Application) -> None:

@@ -4,8 +4,8 @@
 one after the command wins, as a later option does.
 
 Exit codes: 0 done, 1 the sync failed (for ``check-config``: a database or a
-sync failed its check), 2 usage, 75 already running elsewhere, 78 configuration
-error.
+sync failed its check), 2 usage, 69 the daemon cannot listen on its address, 75
+already running elsewhere, 78 configuration error.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,11 +22,12 @@ import structlog
 from aiohttp import web
 
 from syncd import logs, pg, retry
-from syncd.api import Services, create_app
-from syncd.config import ApiConfig, Config, RetryConfig, load_config
-from syncd.errors import ConfigError
+from syncd.api import Services, create_app, unreachable_reason
+from syncd.config import ApiConfig, Config, RetryConfig, TargetConfig, load_config
+from syncd.errors import ConfigError, SyncdError, Unavailable
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
+from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
@@ -66,7 +68,6 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
         loop.add_signal_handler(signal.SIGHUP, _reload, reload_from, runner, schedules)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(notifier.close)
             await stack.enter_async_context(notifier.watchdog(runner.healthy))
             await stack.enter_async_context(_http(services, config.api))
             pool = await _connect_target(config, stop)
@@ -85,9 +86,14 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
             await stop.wait()
             log.info("shutdown_started", grace_s=config.grace_period.total_seconds())
             notifier.stopping()
+    except SyncdError as exc:
+        # 'systemctl status' shows this line beside the exit code.
+        notifier.status(scrub(str(exc), config.secrets()))
+        raise
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        notifier.close()
     log.info("shutdown_finished")
     return 0
 
@@ -98,12 +104,29 @@ async def _http(services: Services, api: ApiConfig) -> AsyncIterator[None]:
     await app_runner.setup()
     try:
         site = web.TCPSite(app_runner, api.host, api.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot listen on {_host_port(api.host, api.port)} (api.host, api.port):"
+                f" {_os_reason(exc)}"
+            ) from None
         for host, port, *_ in app_runner.addresses:
             log.info("http_listening", host=host, port=port, docs=f"http://{host}:{port}/docs")
         yield
     finally:
         await app_runner.cleanup()
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's words for the failure: asyncio wraps them in a sentence of its own."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)  # a name lookup's error, whose numbers are negative
 
 
 async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool | None:
@@ -113,7 +136,7 @@ async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool |
         try:
             return await pg.create_pool(config.target.dsn, config.target.secret())
         except Exception as exc:
-            if not retry.is_retryable(exc):
+            if unreachable_reason(exc) is None:
                 raise
             attempt += 1
             delay = retry.delay(STARTUP_RETRY, min(attempt, 6))
@@ -131,11 +154,31 @@ def _reload(config_path: Path, runner: Runner, schedules: Schedules) -> None:
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc), kept="the running configuration")
         return
-    previous = runner.config
+    fixed_at_start = _fixed_at_start_changes(runner.config, config)
+    if fixed_at_start:
+        # Applied half-way, new runs would write to one target while the API, the state
+        # store and /readyz watch another: all or nothing, and here it can only be nothing.
+        log.error(
+            "config_reload_refused",
+            changed=fixed_at_start,
+            reason="these keys take effect only when syncd starts; restart it to change them",
+            kept="the running configuration",
+        )
+        return
     logs.configure(config.logging.level, config.logging.format, secrets=config.secrets())
     runner.reconfigure(config)
     changes = schedules.apply(config)
-    restart_needed = [
-        key for key in ("target", "api") if getattr(config, key) != getattr(previous, key)
+    log.info("config_reloaded", **changes)
+
+
+def _fixed_at_start_changes(running: Config, new: Config) -> list[str]:
+    """The changed keys that a running daemon cannot take: any about the target, which its
+    pool and state store stand for from the start, and the address the API listens on.
+    (api.token and api.max_batch_size are read anew by every request.)"""
+    sections = {"target": list(TargetConfig.model_fields), "api": ["host", "port"]}
+    return [
+        f"{section}.{key}"
+        for section, keys in sections.items()
+        for key in keys
+        if getattr(getattr(running, section), key) != getattr(getattr(new, section), key)
     ]
-    log.info("config_reloaded", **changes, needs_restart_to_apply=restart_needed)

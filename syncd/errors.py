@@ -48,3 +48,9 @@ class TargetError(SyncdError):
 
 class RetriesExhausted(SyncdError):
     """The database stayed unreachable after every retry."""
+
+
+class Unavailable(SyncdError):
+    """A service that syncd needs or offers is not available right now."""
+
+    exit_code = 69  # EX_UNAVAILABLE

@@ -81,7 +81,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "Unknown sync",
         409: "The sync is already running",
         413: "Request body too large",
-        503: "The target database is not reachable, or syncd is shutting down",
+        503: "The target database is not reachable (the message says why), or syncd stops",
         500: "Unexpected failure (no details in the response)",
     }
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, meaning[c]) for c in codes}
@@ -349,12 +349,18 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
                     " with at least type, sync_name and run_id; batch_committed adds rows,"
                     " run_rows_read, rows_per_second and source_rows_estimate, run_finished"
                     " adds status and error."
-                    " A comment line keeps an idle stream open every 15 s.",
+                    " A comment line keeps an idle stream open every 15 s."
+                    " Events are sent at most ten times a second, several at a time;"
+                    " a reader that takes nothing for 10 s loses its stream.",
                     "responses": {
                         "200": {
                             "description": "An event stream that ends only when syncd stops",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        "503": _json(
+                            {"$ref": "#/components/schemas/Error"},
+                            "As many streams are open as syncd serves (100)",
+                        ),
                     },
                 }
             },

@@ -20,7 +20,7 @@ import structlog
 
 from syncd.config import Config
 from syncd.engine import BatchReport, Engine, RunRequest, RunResult
-from syncd.errors import AlreadyRunning, SyncdError
+from syncd.errors import AlreadyRunning, SyncdError, Unavailable
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 
@@ -194,8 +194,15 @@ class Runner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     @contextlib.asynccontextmanager
-    async def subscription(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
-        """Events about runs and batches, for live pages; slow readers miss events, not memory."""
+    async def subscription(self, limit: int) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """Events about runs and batches, for live pages; slow readers miss events, not memory.
+
+        At most ``limit`` subscriptions at once; one more is refused as Unavailable.
+        """
+        if len(self._subscribers) >= limit:
+            raise Unavailable(
+                f"{limit} event streams are open, as many as syncd serves; try again later"
+            )
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
         self._subscribers.add(queue)
         try:
@@ -204,6 +211,12 @@ class Runner:
             self._subscribers.discard(queue)
 
     def _publish(self, event: dict[str, Any]) -> None:
+        # A batch's event says how far its run has come; a page's bar also needs the estimate
+        # that this is measured against, which the run learnt after its run_started went out.
+        # Subscribers may take the event when the run is over: the estimate is added now.
+        if event["type"] == "batch_committed":
+            live = self._live[event["sync_name"]]  # a batch commits only while its run is live
+            event = event | {"source_rows_estimate": live.rows_estimate}
         for queue in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)

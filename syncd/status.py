@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from syncd.config import SyncConfig
+from syncd.identifiers import TableName
 from syncd.pg import Conn
 from syncd.state import StateStore
 
@@ -33,13 +38,50 @@ class SyncStatus:
         return data
 
 
-async def collect_status(conn: Conn, store: StateStore, name: str, sync: SyncConfig) -> SyncStatus:
+async def count_rows(conn: Conn, table: TableName) -> int | None:
+    """The rows in ``table`` now; None while it does not exist."""
+    if await conn.fetchval("SELECT to_regclass($1)::oid", table.sql) is None:
+        return None
+    return int(await conn.fetchval(f"SELECT count(*) FROM {table.sql}"))
+
+
+class RowCounts:
+    """Rows in each table for the daemon's API, counted once per ``ttl`` seconds at most.
+
+    count(*) reads the whole table, and whoever can reach the API may ask as often as they
+    like: what they see is up to ``ttl`` old instead, unless the caller knows that the table
+    changed since (``after``).
+    """
+
+    def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._counted: dict[str, tuple[float, Hashable, int | None]] = {}
+        self._counting: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def __call__(self, conn: Conn, table: TableName, after: Hashable) -> int | None:
+        """The rows in ``table``, counted within ``ttl`` and since ``after`` last changed:
+        the runs that last finished writing the table, say, so that no count predates them."""
+        # One count of a table at a time: those who waited for it take its result.
+        async with self._counting[table.sql]:
+            counted = self._counted.get(table.sql)
+            if counted is None or counted[1] != after or self._clock() - counted[0] >= self._ttl:
+                counted = self._clock(), after, await count_rows(conn, table)
+                self._counted[table.sql] = counted
+            return counted[2]
+
+
+async def collect_status(
+    conn: Conn,
+    store: StateStore,
+    name: str,
+    sync: SyncConfig,
+    count: Callable[[Conn, TableName], Awaitable[int | None]] = count_rows,
+) -> SyncStatus:
     state = await store.load(conn, name)
     running = await store.is_running(conn, name)
     target = sync.target
-    total_in_db = None
-    if await conn.fetchval("SELECT to_regclass($1)::oid", target.sql) is not None:
-        total_in_db = int(await conn.fetchval(f"SELECT count(*) FROM {target.sql}"))
+    total_in_db = await count(conn, target)
     return SyncStatus(
         sync_name=name,
         source=sync.source,

@@ -133,6 +133,24 @@ class Daemon:
         ):
             return answer.status, await answer.json()
 
+    async def exited(self) -> tuple[int, str]:
+        """The exit code and standard error of a daemon that ends by itself; by then
+        ``messages`` holds every systemd message it sent."""
+        assert self.process is not None and self.process.stderr is not None
+        stderr = await asyncio.wait_for(self.process.stderr.read(), 60)
+        code = await asyncio.wait_for(self.process.wait(), 60)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Sent before the process ended, so already waiting in the socket.
+        while True:
+            try:
+                self.messages.append(self.notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+        self.notify.close()
+        return code, stderr.decode()
+
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         assert self.process is not None
         if self.process.returncode is None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -12,8 +15,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
+from syncd import api as api_module
 from syncd import pg
-from syncd.api import Services, create_app
+from syncd.api import SERVICES, Services, create_app
 from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
@@ -21,7 +25,9 @@ from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
-from tests.helpers import create_items, fingerprint, unreachable_config
+from syncd.status import RowCounts
+from tests.conftest import dsn_for
+from tests.helpers import create_items, fingerprint, unreachable_config, wait_for_value
 
 ITEMS = {
     "table": "src.items",
@@ -218,6 +224,21 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ("post", "start", {"json": {"sync_name": None}}, 400, "sync_name must be left out"),
         ("get", "status?sync_name=a&sync_name=b", {}, 400, "sync_name is given 2 times"),
         ("delete", "start", {}, 405, "Method Not Allowed"),
+        # Not UTF-8: json.loads guessed at UTF-16, or spoke of codecs.
+        (
+            "post",
+            "start",
+            {"data": '{"sync_name": "a"}'.encode("utf-16")},
+            400,
+            "the request body is not valid UTF-8 JSON",
+        ),
+        (
+            "post",
+            "start",
+            {"data": '{"sync_name": "\u00e9"}'.encode("latin-1")},
+            400,
+            "the request body is not valid UTF-8 JSON",
+        ),
     ],
 )
 async def test_bad_requests_get_a_precise_json_error(
@@ -227,6 +248,7 @@ async def test_bad_requests_get_a_precise_json_error(
     response = await getattr(client, method)(f"{PREFIX}/{path}", **kwargs)
     answer = await body(response, code)
     assert answer["status"] == "error" and message in answer["message"]
+    assert "codec" not in answer["message"]
     if code == 405:
         assert response.headers["Allow"] == "POST"
 
@@ -335,3 +357,188 @@ def test_a_reachable_api_without_a_token_is_refused() -> None:
     refuse_open_api(ApiConfig(host="0.0.0.0", token="t"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"api\.token is not set"):
         refuse_open_api(ApiConfig(host="0.0.0.0"))
+
+
+@pytest.fixture
+async def login_role(db: str) -> AsyncIterator[str]:
+    """A role of this test's own that may log in to the test's database and create in it."""
+    role = f"syncd_api_{uuid.uuid4().hex[:10]}"
+    database = urlsplit(db).path.lstrip("/")
+    admin = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        await admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
+        yield role
+    finally:
+        # The database goes first, taking the role's objects and grants with it, whatever
+        # state the test left it in; then the role can go.
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+def _as(role: str, dsn: str) -> str:
+    """``dsn`` for ``role``, with a password that trust authentication lets pass."""
+    parts = urlsplit(dsn)
+    netloc = f"{role}:pw-marker@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+UNREACHABLE_PATHS = [
+    ("get", f"{PREFIX}/status"),
+    ("get", f"{PREFIX}/syncs"),
+    ("get", f"{PREFIX}/count"),
+    ("get", f"{PREFIX}/runs"),
+    ("post", f"{PREFIX}/start"),
+    ("post", f"{PREFIX}/reset"),
+    ("get", "/readyz"),
+]
+
+
+async def _reason_of_503(client: TestClient[Any, Any], method: str, path: str) -> str:
+    answer = await body(await getattr(client, method)(path), 503)
+    return str(answer["reasons"][0] if path == "/readyz" else answer["message"])
+
+
+@pytest.mark.parametrize(
+    ("cut_off", "reason"),
+    [
+        ("DROP DATABASE {database} WITH (FORCE)", 'database "{database_name}" does not exist'),
+        (
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false",
+            'database "{database_name}" is not currently accepting connections',
+        ),
+        ("ALTER ROLE {role} NOLOGIN", 'role "{role_name}" is not permitted to log in'),
+        ("ALTER ROLE {role} CONNECTION LIMIT 0", 'too many connections for role "{role_name}"'),
+        (
+            "REVOKE CONNECT ON DATABASE {database} FROM PUBLIC",
+            'permission denied for database "{database_name}"',
+        ),
+    ],
+    ids=["dropped", "closed-to-connections", "login-refused", "too-many", "no-connect-grant"],
+)
+async def test_an_unreachable_target_is_503_with_the_reason_on_every_path(
+    db: str, login_role: str, api, cut_off: str, reason: str
+) -> None:
+    client = await api({"items": ITEMS}, target={"dsn": _as(login_role, db)})
+    await body(await client.get(f"{PREFIX}/status"), 200)
+    database_name = urlsplit(db).path.lstrip("/")
+    names = {"database_name": database_name, "role_name": login_role}
+    admin = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        await admin.execute(cut_off.format(database=f'"{database_name}"', role=f'"{login_role}"'))
+        # The pool's connections go too, so that the next requests must connect again.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            login_role,
+        )
+    finally:
+        await admin.close()
+
+    expected = f"the target database is not reachable: {reason.format(**names)}"
+    for method, path in UNREACHABLE_PATHS:
+        # The first answers may still find a connection that was cut off under them,
+        # itself a reason to answer 503, not the one this test is after.
+        reasons = [await _reason_of_503(client, method, path) for _ in range(6)]
+        assert reasons[-1] == expected, (path, reasons)
+        assert all(r.startswith("the target database is not reachable: ") for r in reasons)
+        assert not any("pw-marker" in r for r in reasons)
+
+
+async def test_a_session_ended_by_an_administrator_is_503(conn: asyncpg.Connection, api) -> None:
+    await conn.execute("CREATE TABLE public.items (id bigint PRIMARY KEY)")
+    client = await api({"items": ITEMS})
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE public.items IN ACCESS EXCLUSIVE MODE")
+        counting = asyncio.ensure_future(client.get(f"{PREFIX}/count"))
+        waiter = await wait_for_value(
+            conn,
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = 'syncd' AND wait_event_type = 'Lock'",
+        )
+        await conn.execute("SELECT pg_terminate_backend($1)", waiter)
+        answer = await body(await counting, 503)
+    assert answer["message"] == (
+        "the target database is not reachable: connection was closed in the middle of"
+        " operation: terminating connection due to administrator command"
+    )
+
+
+async def test_a_pool_with_no_free_connection_is_503_after_a_bounded_wait(api, monkeypatch) -> None:
+    monkeypatch.setattr(api_module, "ACQUIRE_TIMEOUT_S", 0.1)
+    client = await api({"items": ITEMS})
+    pool = client.server.app[SERVICES].pool
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        for path in (f"{PREFIX}/status", f"{PREFIX}/runs", "/readyz"):
+            assert await _reason_of_503(client, "get", path) == (
+                "the target database is not reachable: it did not answer in time,"
+                " or every connection to it stayed busy"
+            )
+    finally:
+        for connection in held:
+            await pool.release(connection)
+    await body(await client.get(f"{PREFIX}/status"), 200)
+
+
+async def test_target_rows_are_counted_at_most_once_per_ttl_whoever_asks(
+    conn: asyncpg.Connection, api
+) -> None:
+    # Each count(*) of this view takes a number from the sequence, so the numbers taken are
+    # the counts made, by any path and any connection.
+    await conn.execute(
+        "CREATE SEQUENCE public.counts;"
+        " CREATE VIEW public.items AS SELECT 1 AS id WHERE nextval('public.counts') > 0"
+    )
+
+    async def counts_made() -> int:
+        row = await conn.fetchrow("SELECT last_value, is_called FROM public.counts")
+        assert row is not None
+        return int(row["last_value"]) if row["is_called"] else 0
+
+    client = await api({"items": ITEMS})
+    now = 1000.0
+    client.server.app[SERVICES].counts = RowCounts(ttl=5.0, clock=lambda: now)
+
+    async def ask_every_path(times: int) -> None:
+        paths = [f"{PREFIX}/status", f"{PREFIX}/syncs", f"{PREFIX}/count"] * times
+        for answer in [await client.get(p) for p in paths] + list(
+            await asyncio.gather(*(client.get(p) for p in paths))
+        ):
+            data = await body(answer, 200)
+            shown = data.get("count", data.get("total_in_db")) or data["syncs"][0]["total_in_db"]
+            assert shown == 1
+
+    await ask_every_path(10)
+    assert await counts_made() == 1
+    now += 4.9
+    await ask_every_path(10)
+    assert await counts_made() == 1
+    now += 0.1
+    await ask_every_path(10)
+    assert await counts_made() == 2
+
+
+async def test_a_finished_run_is_counted_at_once(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 30)
+    client = await api({"items": ITEMS})
+    client.server.app[SERVICES].counts = RowCounts(ttl=5.0, clock=lambda: 1000.0)
+    assert (await body(await client.get(f"{PREFIX}/count"), 200))["count"] == 0
+    await body(await client.post(f"{PREFIX}/start-sync"), 200)
+    assert (await body(await client.get(f"{PREFIX}/count"), 200))["count"] == 30
+    assert (await body(await client.get(f"{PREFIX}/status"), 200))["total_in_db"] == 30
+
+
+async def test_docs_serve_the_files_their_page_loads_and_nothing_else() -> None:
+    runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
+    services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
+    async with TestClient(TestServer(create_app(services))) as client:
+        page = await (await client.get("/docs")).text()
+        loaded = re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', page)
+        assert loaded
+        for path in loaded:
+            assert (await client.get(path)).status == 200, path
+        # Among the package's other files: a stock page that loads a petstore from the web.
+        for name in ("index.html", "swagger-initializer.js", "swagger-ui-bundle.js.map", "x"):
+            assert (await client.get(f"/docs/static/{name}")).status == 404, name
+        assert (await client.get("/docs/static/%2e%2e/static/index.html")).status == 404

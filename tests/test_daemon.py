@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import asyncpg
 import pytest
 import yaml
 
+from tests.conftest import dsn_for
 from tests.daemon import Daemon
 from tests.helpers import create_items, fingerprint, wait_for_value
 
@@ -102,15 +105,21 @@ async def test_sigterm_mid_run_commits_the_batch_in_flight_and_the_next_start_re
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
 
 
-async def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
-    conn: asyncpg.Connection, daemon_config, tmp_path: Path
-) -> None:
+async def _ready_to_reload(
+    conn: asyncpg.Connection, daemon_config: Any, tmp_path: Path
+) -> tuple[Daemon, dict[str, Any]]:
+    """A ready daemon syncing ten items, and its config document to change and reload."""
     await create_items(conn, 10)
     daemon = daemon_config({"items": ITEMS}, tmp_path)
     await daemon.start()
     await daemon.wait_ready()
-    document = yaml.safe_load(daemon.config.read_text())
+    return daemon, yaml.safe_load(daemon.config.read_text())
 
+
+async def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
+    conn: asyncpg.Connection, daemon_config, tmp_path: Path
+) -> None:
+    daemon, document = await _ready_to_reload(conn, daemon_config, tmp_path)
     document["syncs"]["copy"] = document["syncs"]["items"] | {
         "target_table": "public.copy",
         "schedule": {"every": "1h"},
@@ -217,3 +226,96 @@ async def test_a_run_still_busy_after_the_grace_period_is_cancelled_and_recorded
             break
         await asyncio.sleep(0.05)
     assert sessions == 0
+
+
+async def test_a_port_in_use_is_one_line_exit_69_and_a_status_for_systemd(
+    daemon_config, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = daemon_config({"items": ITEMS}, tmp_path)
+        document = yaml.safe_load(daemon.config.read_text())
+        daemon.config.write_text(yaml.safe_dump(document | {"api": {"port": port}}))
+        await daemon.start()
+        code, stderr = await daemon.exited()
+
+    assert code == 69, stderr
+    line = f"cannot listen on 127.0.0.1:{port} (api.host, api.port): Address already in use"
+    assert stderr == f"syncd: {line}\n"
+    assert f"STATUS={line}" in daemon.messages
+    assert not any("READY=1" in m for m in daemon.messages)
+
+
+@pytest.mark.parametrize(
+    ("change", "changed"),
+    [
+        ({"target": {"state_schema": "elsewhere"}}, ["target.state_schema"]),
+        ({"api": {"host": "127.0.0.1", "port": 1}}, ["api.port"]),
+    ],
+    ids=["target", "api"],
+)
+async def test_sighup_refuses_a_config_that_only_a_restart_could_apply(
+    conn: asyncpg.Connection,
+    daemon_config,
+    tmp_path: Path,
+    change: dict[str, dict[str, Any]],
+    changed: list[str],
+) -> None:
+    daemon, document = await _ready_to_reload(conn, daemon_config, tmp_path)
+    for section, values in change.items():
+        document[section] |= values
+    # Alongside, a change that could apply on its own: it waits for the restart too.
+    document["syncs"]["copy"] = document["syncs"]["items"] | {"target_table": "public.copy"}
+    daemon.config.write_text(yaml.safe_dump(document))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+
+    await daemon.wait_for(
+        lambda: daemon.events("config_reload_refused") or daemon.events("config_reloaded")
+    )
+    assert daemon.events("config_reloaded") == []
+    refused = daemon.events("config_reload_refused")[0]
+    assert refused["changed"] == changed and refused["kept"] == "the running configuration"
+    status, listing = await daemon.request("GET", "/api/batch-sync/syncs")
+    assert status == 200 and [s["sync_name"] for s in listing["syncs"]] == ["items"]
+    # New runs keep to the running target and its state schema.
+    status, finished = await daemon.request("POST", "/api/batch-sync/start-sync")
+    assert status == 200 and finished["rows_this_run"] == 10
+    assert await conn.fetchval("SELECT count(*) FROM syncd.runs") == 1
+    assert await conn.fetchval("SELECT to_regnamespace('elsewhere')") is None
+    assert await daemon.stop() == 0
+
+
+async def test_a_target_database_that_does_not_exist_yet_is_waited_for(tmp_path: Path) -> None:
+    name = f"syncd_later_{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "config.yaml"
+    later = {"kind": "postgres", "dsn": dsn_for(name)}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "target": {"dsn": dsn_for(name)},
+                "sources": {"later": later},
+                "syncs": {"items": {"source": "later", "table": "items", "target_table": "items"}},
+                "api": {"port": 0},
+            }
+        )
+    )
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    admin = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        await daemon.wait_for(lambda: daemon.events("retrying"))
+        assert f'database "{name}" does not exist' in daemon.events("retrying")[0]["error"]
+        await daemon.wait_for(lambda: daemon.port is not None)
+        status, answer = await daemon.request("GET", "/readyz")
+        assert status == 503 and answer["reasons"][0] == "the target database has not answered yet"
+
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await daemon.wait_ready()
+        assert await daemon.stop() == 0
+    finally:
+        await daemon.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

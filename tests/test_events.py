@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,104 @@ async def test_only_the_page_s_own_files_are_served(path: str) -> None:
         page = await client.get("/")
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
         assert (await client.get("/static/page.js")).headers["Cache-Control"] == "no-cache"
+
+
+async def _stalled_stream(port: int) -> asyncio.StreamWriter:
+    """An event stream whose reader takes its first bytes, then nothing ever again."""
+    sock = socket.socket()
+    # A small receive window, so that what is not read backs up into the daemon soon.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {EVENTS} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await reader.readuntil(b"retry: 3000\n\n")
+    return writer
+
+
+async def _healthz_during_a_run(daemon: Daemon) -> tuple[list[float], dict[str, Any]]:
+    """/healthz's answer times, asked one after another while a run goes on; the run's end."""
+    status, started = await daemon.request("POST", "/api/batch-sync/start")
+    assert status == 202
+
+    def ended() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in daemon.events("run_finished") + daemon.events("run_failed")
+            if e["run_id"] == started["run_id"]
+        ]
+
+    times = []
+    async with aiohttp.ClientSession() as session:
+        while not ended():
+            asked = time.perf_counter()
+            async with session.get(f"{daemon.url}/healthz") as answer:
+                assert answer.status == 200
+            times.append(time.perf_counter() - asked)
+            await asyncio.sleep(0.005)
+    return times, ended()[0]
+
+
+async def test_a_hundred_streams_that_never_read_are_the_most_and_slow_nothing(
+    conn: asyncpg.Connection, make_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 5_000)
+    _, path = make_config(
+        {"items": ITEMS | {"batch_size": 10}}, api={"host": "127.0.0.1", "port": 0}
+    )
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    try:
+        await daemon.wait_ready()
+        alone, first_run = await _healthz_during_a_run(daemon)
+        memory_before = daemon.rss_bytes()
+
+        stalled = [await _stalled_stream(daemon.port) for _ in range(100)]
+        async with aiohttp.ClientSession() as session, session.get(daemon.url + EVENTS) as one_more:
+            assert one_more.status == 503
+            assert (await one_more.json())["message"] == (
+                "100 event streams are open, as many as syncd serves; try again later"
+            )
+        assert (await daemon.request("POST", "/api/batch-sync/reset"))[0] == 200
+        crowded, second_run = await _healthz_during_a_run(daemon)
+        memory_after = daemon.rss_bytes()
+
+        # Every batch committed, and the daemon answered as it did without the streams.
+        assert first_run["event"] == second_run["event"] == "run_finished"
+        assert first_run["batches"] == second_run["batches"] == 500
+        assert len(alone) >= 20 and len(crowded) >= 20
+        ratio = statistics.median(crowded) / statistics.median(alone)
+        assert ratio < 3, (ratio, len(alone), len(crowded))
+        # What a stream holds is bounded (a queue of events, a write buffer), whatever it missed.
+        per_stream = (memory_after - memory_before) / len(stalled)
+        assert per_stream < 256 * 1024, per_stream
+        for writer in stalled:
+            writer.close()
+        assert await daemon.stop() == 0
+    finally:
+        await daemon.stop()
+
+
+async def test_a_stream_whose_reader_takes_nothing_is_ended_and_its_place_freed(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(api, "SEND_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(api, "MAX_EVENT_STREAMS", 1)
+    runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
+    services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
+    server = TestServer(create_app(services))
+    async with TestClient(server) as client:
+        stalled = await _stalled_stream(server.port)
+        assert (await client.get(EVENTS)).status == 503
+        # Events larger than every buffer between the two, published as runs would: the
+        # daemon's writes to the stalled stream soon wait, and then give up on it.
+        event = {"type": "run_finished", "sync_name": "x", "run_id": "r", "error": "e" * 10**6}
+        for _ in range(200):
+            runner._publish(event)
+            await asyncio.sleep(0.05)
+            answer = await client.get(EVENTS)
+            answer.close()
+            if answer.status == 200:
+                break
+        assert answer.status == 200
+        stalled.close()
