@@ -485,8 +485,34 @@ async def test_a_batch_ends_at_batch_bytes_before_batch_size(
 
     result = await run_sync(config, "noted", observer=recorder)
 
-    # Rows are kept while those before them are under the limit: three of 100 kB.
+    # Rows are kept while those before them are under the limit: three of 100 kB. The
+    # rows one query fetched beyond a batch's bytes make the next batch: one query in all.
     assert [report.rows for report in recorder.reports] == [3, 3, 3, 1]
     assert result.rows_read == 10
     fetches = [s for s in oracle.statements if "FETCH FIRST" in s.sql]
-    assert all(s.arraysize <= oracle_source.FETCH_ROWS for s in fetches)
+    assert len(fetches) == 1 and fetches[0].arraysize <= oracle_source.FETCH_ROWS
+
+
+async def test_without_an_index_on_the_cursor_the_window_is_one_sorted_query(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await oracle.create_table("ITEMS", ITEMS_COLUMNS, primary_key=["ID"], indexes=[["ID"]])
+    await create_items(oracle, 35, "timestamp '2025-01-01' + (n % 7) * interval '1 second'")
+    config = configure(make_config, items=ITEMS_BY_TIME | {"batch_size": 10})
+    recorder = Recorder()
+
+    with capture_logs() as logs:
+        result = await run_sync(config, "items", observer=recorder)
+
+    (warning,) = [e for e in logs if e["event"] == "no_usable_index"]
+    assert warning["suggestion"] == 'CREATE INDEX ON "CRM"."ITEMS" ("UPDATED_AT", "ID")'
+    reads = [s.sql for s in oracle.statements if '"CRM"."ITEMS"' in s.sql and "ORDER BY" in s.sql]
+    assert len(reads) == 1 and "FETCH FIRST" not in reads[0]
+    assert [r.rows for r in recorder.reports] == [10, 10, 10, 5]
+    assert result.rows_read == 35
+    assert await fingerprint(conn, "public.items") == await fingerprint(
+        conn, '"CRM"."ITEMS"', key='"ID"'
+    )
+    assert await conn.fetchval("SELECT position FROM syncd.sync_state") == (
+        '["2025-01-01 00:00:06.000000", "34"]'
+    )

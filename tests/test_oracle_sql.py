@@ -18,12 +18,14 @@ from sqlglot.optimizer.qualify import qualify
 from syncd.sources.oracle import (
     CLOCK_SQL,
     COLUMNS_SQL,
+    LEADING_INDEX_SQL,
     NUM_ROWS_SQL,
     PRIMARY_KEY_SQL,
     SCN_SQL,
     Bounds,
     Relation,
     batch_sql,
+    null_keys_sql,
 )
 
 SCHEMA = {
@@ -213,6 +215,58 @@ def test_the_row_limit_is_a_literal_and_every_bind_is_named() -> None:
     assert "?" not in sql and ":1" not in sql
 
 
-@pytest.mark.parametrize("sql", [COLUMNS_SQL, PRIMARY_KEY_SQL, NUM_ROWS_SQL, CLOCK_SQL, SCN_SQL])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        COLUMNS_SQL,
+        PRIMARY_KEY_SQL,
+        NUM_ROWS_SQL,
+        LEADING_INDEX_SQL,
+        CLOCK_SQL,
+        SCN_SQL,
+        null_keys_sql('"CRM"."OPPORTUNITIES"', ['"REGION"', '"LINE_NO"']),
+    ],
+)
 def test_the_dictionary_and_clock_queries_are_oracle_too(sql: str) -> None:
     assert sqlglot.parse_one(sql, read="oracle").sql(dialect="oracle") == sql
+
+
+def test_without_an_index_the_whole_window_is_one_sorted_query() -> None:
+    sql = batch_sql(BY_TIME, Bounds(after=True, before=True), None)
+
+    assert "FETCH FIRST" not in sql
+    assert sql.endswith(
+        ' ORDER BY "LAST_UPDATE_DATE" ASC NULLS LAST, "OPPORTUNITY_ID" ASC NULLS LAST'
+    )
+    assert sqlglot.parse_one(sql, read="oracle").sql(dialect="oracle") == sql.replace(
+        " ASC NULLS LAST", " ASC"
+    )
+
+
+BOUNDED = {
+    name: golden
+    for name, golden in GOLDEN.items()
+    if golden[1].after or golden[1].since or golden[1].until or golden[1].before
+}
+
+
+@pytest.mark.parametrize(("relation", "bounds", "expected"), BOUNDED.values(), ids=BOUNDED.keys())
+def test_every_bound_leads_with_a_plain_range_on_the_first_order_column(
+    relation: Relation, bounds: Bounds, expected: str
+) -> None:
+    """Oracle can start an index range scan only from a plain comparison on the index's
+    leading column; a comparison inside an OR cannot start one."""
+    where = sqlglot.parse_one(expected, read="oracle").args["where"].this
+    conjuncts = list(where.flatten()) if isinstance(where, sqlglot.exp.And) else [where]
+    leading = relation.order[0].strip('"')
+    plain = [
+        c
+        for c in conjuncts
+        if isinstance(c, sqlglot.exp.GTE | sqlglot.exp.LTE | sqlglot.exp.GT | sqlglot.exp.LT)
+        and isinstance(c.this, sqlglot.exp.Column)
+        and c.this.name == leading
+    ]
+    if bounds.after or bounds.since:
+        assert any(isinstance(c, sqlglot.exp.GTE | sqlglot.exp.GT) for c in plain), expected
+    if bounds.until or bounds.before:
+        assert any(isinstance(c, sqlglot.exp.LTE | sqlglot.exp.LT) for c in plain), expected

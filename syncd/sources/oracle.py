@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from functools import partial
 from typing import Any
 
 import oracledb
+import structlog
 
 from syncd.config import OracleSourceConfig, SyncConfig
 from syncd.errors import SourceError
@@ -52,6 +54,8 @@ from syncd.sources.oracle_types import (
     json_text_unparsed,
     oracle_type,
 )
+
+log = structlog.get_logger("syncd.sources.oracle")
 
 FETCH_ROWS = 1000
 """Rows fetched per round trip: what the driver holds at once, whatever the batch size."""
@@ -237,8 +241,9 @@ class Bounds:
     """AS OF SCN :scn"""
 
 
-def batch_sql(relation: Relation, bounds: Bounds, limit: int) -> str:
-    """The query for one batch of at most ``limit`` rows; the limit is a literal."""
+def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
+    """The query for one batch of at most ``limit`` rows (a literal), or, without a limit,
+    for the whole window in keyset order."""
     order = relation.order
     cursor = order[0]
     conditions = []
@@ -259,7 +264,8 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int) -> str:
     if conditions:
         sql += f" WHERE {' AND '.join(conditions)}"
     ascending = ", ".join(f"{column} ASC NULLS LAST" for column in order)
-    return sql + f" ORDER BY {ascending} FETCH FIRST {int(limit)} ROWS ONLY"
+    sql += f" ORDER BY {ascending}"
+    return sql if limit is None else sql + f" FETCH FIRST {int(limit)} ROWS ONLY"
 
 
 def _beyond(order: Sequence[str], name: str, loose: str, strict: str, last: str) -> str:
@@ -288,6 +294,11 @@ NUM_ROWS_SQL = (
     "SELECT NUM_ROWS FROM ALL_TABLES"
     " WHERE OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
     " AND TABLE_NAME = :table_name"
+)
+LEADING_INDEX_SQL = (
+    "SELECT COUNT(*) FROM ALL_IND_COLUMNS"
+    " WHERE TABLE_OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
+    " AND TABLE_NAME = :table_name AND COLUMN_POSITION = 1 AND COLUMN_NAME = :column_name"
 )
 CLOCK_SQL = "SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"
 SCN_SQL = "SELECT CURRENT_SCN FROM V$DATABASE"
@@ -390,8 +401,16 @@ class OracleSource:
             [chosen.index(k) for k in key],
             sync.nul,
         )
+        missing_index = await self._missing_index(order, relation.order)
+        if missing_index is not None:
+            log.warning(
+                "no_usable_index",
+                source=f"the source table {self._table}",
+                reads="the whole window in one sorted query each run",
+                suggestion=missing_index,
+            )
         return _Described(
-            shape=Shape(columns=columns, key=key, cursor=sync.cursor),
+            shape=Shape(columns=columns, key=key, cursor=sync.cursor, missing_index=missing_index),
             relation=relation,
             order_binds=order_binds,
             reader=reader,
@@ -436,6 +455,16 @@ class OracleSource:
                 " key value or choose a key that is never NULL"
             )
 
+    async def _missing_index(self, order: tuple[str, ...], quoted: tuple[str, ...]) -> str | None:
+        """The CREATE INDEX the table lacks for its keyset to be read range by range, if any:
+        an index leading with the first order column is enough."""
+        binds = self._names | {"column_name": order[0]}
+        ((indexes,),) = await self._query(LEADING_INDEX_SQL, binds, reading="ALL_IND_COLUMNS")
+        if indexes:
+            return None
+        table = ".".join(_quote(part) for part in (self._table.schema, self._table.name) if part)
+        return f"CREATE INDEX ON {table} ({', '.join(quoted)})"
+
     async def _primary_key(self) -> tuple[str, ...]:
         rows = await self._query(PRIMARY_KEY_SQL, self._names, reading="ALL_CONSTRAINTS")
         if not rows:
@@ -474,60 +503,80 @@ class OracleSource:
         elif window.after is not None:
             lower = self._position_binds("after", window.after, described)
             bounds = replace(bounds, after=True)
+        # Without an index each batch's query would sort the whole table: sort it once,
+        # and take every batch from that one result, in keyset order all the same.
+        limit = None if described.shape.missing_index is not None else limits.rows
         while True:
-            binds = fixed | lower
-            rows, exhausted = await self._fetch_batch(
-                batch_sql(described.relation, bounds, limits.rows),
-                {name: value for name, (value, _) in binds.items()},
-                types={name: bind for name, (_, bind) in binds.items()},
-                scn=scn,
-                limits=limits,
-            )
-            if not rows:
+            last: RecordBatch | None = None
+            async for rows, exhausted in self._fetch_batches(
+                batch_sql(described.relation, bounds, limit), fixed | lower, scn, limits, limit
+            ):
+                last = self._batch(described, rows, exhausted, scn)
+                yield last
+                if exhausted:
+                    return
+            if last is None:
                 return
-            records, cleaned = described.reader.records(rows)
-            end = described.reader.position(rows[-1])
-            yield RecordBatch(
-                records=records, end=end, exhausted=exhausted, snapshot=scn, values_cleaned=cleaned
-            )
-            if exhausted:
-                return
-            lower = self._position_binds("after", end, described)
+            lower = self._position_binds("after", last.end, described)
             bounds = replace(bounds, after=True, since=False)
 
-    async def _fetch_batch(
-        self,
-        sql: str,
-        values: dict[str, Any],
-        *,
-        types: dict[str, oracledb.DbType],
-        scn: str | None,
-        limits: Limits,
-    ) -> tuple[list[Any], bool]:
-        """One batch's rows, fetched a round trip at a time until ``limits`` are reached,
-        and whether the query ran out of rows first."""
+    def _batch(
+        self, described: _Described, rows: list[Any], exhausted: bool, scn: str | None
+    ) -> RecordBatch:
+        records, cleaned = described.reader.records(rows)
+        return RecordBatch(
+            records=records,
+            end=described.reader.position(rows[-1]),
+            exhausted=exhausted,
+            snapshot=scn,
+            values_cleaned=cleaned,
+        )
+
+    async def _fetch_batches(
+        self, sql: str, binds: Binds, scn: str | None, limits: Limits, limit: int | None
+    ) -> AsyncGenerator[tuple[list[Any], bool], None]:
+        """The rows of one query, ``limit`` at most, fetched a round trip at a time and cut
+        into batches within ``limits``; each with whether the window has no rows after it,
+        which a query stopped by its own limit cannot say."""
         reading = str(self._table)
-        with _oracle_errors(self._user, reading, scn), self._conn.cursor() as cursor:
-            cursor.outputtypehandler = json_text_unparsed
-            cursor.arraysize = min(limits.rows, FETCH_ROWS)
-            # One more row than a round trip's worth lets the execute round trip also
-            # learn that a small result has ended.
-            cursor.prefetchrows = cursor.arraysize + 1
-            cursor.setinputsizes(**types)
-            await cursor.execute(sql, values, fetch_lobs=False, fetch_decimals=True)
-            rows: list[Any] = []
-            size = 0
-            while len(rows) < limits.rows:
-                wanted = min(cursor.arraysize, limits.rows - len(rows))
-                fetched = await cursor.fetchmany(wanted)
-                for row in fetched:
+        with self._conn.cursor() as cursor:
+            with _oracle_errors(self._user, reading, scn):
+                cursor.outputtypehandler = json_text_unparsed
+                cursor.arraysize = min(limits.rows, FETCH_ROWS)
+                # One more row than a round trip's worth lets the execute round trip also
+                # learn that a small result has ended.
+                cursor.prefetchrows = cursor.arraysize + 1
+                cursor.setinputsizes(**{name: bind for name, (_, bind) in binds.items()})
+                await cursor.execute(
+                    sql,
+                    {name: value for name, (value, _) in binds.items()},
+                    fetch_lobs=False,
+                    fetch_decimals=True,
+                )
+            pending: deque[Any] = deque()
+            fetched_in_all, ended = 0, False
+            while True:
+                rows: list[Any] = []
+                size = 0
+                while len(rows) < limits.rows and size < limits.bytes:
+                    if not pending:
+                        if ended:
+                            break
+                        with _oracle_errors(self._user, reading, scn):
+                            fetched = await cursor.fetchmany(cursor.arraysize)
+                        fetched_in_all += len(fetched)
+                        ended = len(fetched) < cursor.arraysize or fetched_in_all == limit
+                        pending.extend(fetched)
+                        continue
+                    row = pending.popleft()
                     rows.append(row)
                     size += _row_bytes(row)
-                    if size >= limits.bytes:
-                        return rows, False
-                if len(fetched) < wanted:
-                    return rows, True
-            return rows, False
+                if not rows:
+                    return
+                drained = ended and not pending
+                yield rows, drained and (limit is None or fetched_in_all < limit)
+                if drained:
+                    return
 
     async def _current_scn(self) -> str:
         (scn,) = (await self._query(SCN_SQL, reading="V$DATABASE"))[0]

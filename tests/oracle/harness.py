@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -52,6 +52,8 @@ CREATE TABLE all_constraints (owner text, constraint_name text, table_name text,
 CREATE TABLE all_cons_columns (owner text, constraint_name text, table_name text,
     column_name text, position integer);
 CREATE TABLE all_tables (owner text, table_name text, num_rows numeric);
+CREATE TABLE all_ind_columns (index_owner text, index_name text, table_owner text,
+    table_name text, column_name text, column_position integer);
 CREATE TABLE dual (dummy text);
 INSERT INTO dual VALUES ('X');
 """
@@ -188,8 +190,14 @@ class FakeOracle:
         primary_key: list[str] | None = None,
         owner: str = "CRM",
         num_rows: int | None = None,
+        indexes: Sequence[Sequence[str]] | None = None,
     ) -> str:
-        """Create ``owner.name`` with Oracle column declarations; returns its quoted name."""
+        """Create ``owner.name`` with Oracle column declarations; returns its quoted name.
+
+        ``indexes`` lists the table's indexes by their columns, the primary key's among
+        them; by default every column leads an index of its own, as if the table were
+        indexed for whatever a test reads it by.
+        """
         declared = {column: declare(text) for column, text in columns.items()}
         self.tables[(owner, name)] = declared
         quoted = f'"{owner}"."{name}"'
@@ -224,6 +232,16 @@ class FakeOracle:
                 [(owner, constraint, name, k, i) for i, k in enumerate(primary_key, 1)],
             )
         await self.conn.execute("INSERT INTO all_tables VALUES ($1, $2, $3)", owner, name, num_rows)
+        if indexes is None:
+            indexes = [[column] for column in declared]
+        await self.conn.executemany(
+            "INSERT INTO all_ind_columns VALUES ($1, $2, $1, $3, $4, $5)",
+            [
+                (owner, f"IX_{name}_{i}", name, column, position)
+                for i, columns in enumerate(indexes)
+                for position, column in enumerate(columns, 1)
+            ],
+        )
         return quoted
 
     async def expire_snapshots(self) -> None:
