@@ -268,3 +268,50 @@ async def test_check_config_names_the_server(make_config: Any) -> None:
     config = configure(make_config, "DUAL")
 
     assert (await check_source(config.sources["ora"])).startswith("Oracle Database 2")
+
+
+async def test_each_batch_query_is_an_index_range_scan(
+    oracle: oracledb.AsyncConnection,
+) -> None:
+    """What the plan tests check on PostgreSQL, for Oracle: a middle batch's query starts
+    an index range scan on (cursor, key) and never reads the whole table."""
+    await recreate(
+        oracle,
+        "SYNCD_PLAN",
+        "CREATE TABLE SYNCD_PLAN (ID NUMBER(12) PRIMARY KEY, UPDATED_AT TIMESTAMP(6) NOT NULL,"
+        " NAME VARCHAR2(100))",
+    )
+    await run(
+        oracle,
+        "INSERT INTO SYNCD_PLAN SELECT LEVEL, TIMESTAMP '2025-01-01 00:00:00'"
+        " + NUMTODSINTERVAL(MOD(LEVEL * 7919, 1000000), 'SECOND'), RPAD('x', 60, 'x')"
+        " FROM DUAL CONNECT BY LEVEL <= 500000",
+        "CREATE INDEX SYNCD_PLAN_BY_TIME ON SYNCD_PLAN (UPDATED_AT, ID)",
+        "BEGIN DBMS_STATS.GATHER_TABLE_STATS(USER, 'SYNCD_PLAN'); END;",
+    )
+    relation = oracle_source.Relation(
+        table='"SYNCD_PLAN"',
+        select=('"ID"', '"UPDATED_AT"', '"NAME"'),
+        order=('"UPDATED_AT"', '"ID"'),
+        has_cursor=True,
+    )
+    sql = oracle_source.batch_sql(relation, oracle_source.Bounds(after=True, before=True), 10_000)
+    binds = {
+        "after1": datetime(2025, 1, 6),
+        "after2": Decimal(250_000),
+        "before": datetime(2025, 1, 12),
+    }
+    with oracle.cursor() as cursor:
+        cursor.setinputsizes(
+            after1=oracledb.DB_TYPE_TIMESTAMP,
+            after2=oracledb.DB_TYPE_NUMBER,
+            before=oracledb.DB_TYPE_TIMESTAMP,
+        )
+        await cursor.execute(f"EXPLAIN PLAN FOR {sql}", binds)
+        await cursor.execute(
+            "SELECT OPERATION || ' ' || OPTIONS || ' ' || OBJECT_NAME FROM PLAN_TABLE"
+            " WHERE PLAN_ID = (SELECT MAX(PLAN_ID) FROM PLAN_TABLE)"
+        )
+        steps = [row[0] for row in await cursor.fetchall()]
+    assert any(step.startswith("INDEX RANGE SCAN SYNCD_PLAN_BY_TIME") for step in steps), steps
+    assert not any(step.startswith("TABLE ACCESS FULL") for step in steps), steps
