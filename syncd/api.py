@@ -412,6 +412,7 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
         source_rows_estimate=live.rows_estimate if live else None,
         run_rows_read=live.rows_read if live else None,
         last_run_status=last.status if last else None,
+        missing_index=last.missing_index if last else None,
         schedule=_schedule_text(sync.schedule),
         next_run_at=services.schedules.next_run_at(name),
     )

@@ -58,6 +58,8 @@ class RunResult:
     rows_read: int = 0
     rows_written: int = 0
     error: str | None = None
+    missing_index: str | None = None
+    """The CREATE INDEX the source lacks for reading by batches, when it lacks one."""
 
     @property
     def rows_unchanged(self) -> int:
@@ -225,7 +227,9 @@ class _Run:
     async def _attempt(self, source: Source) -> None:
         """Read from the saved position to the end, as one or two keyset phases."""
         conn = self.writer.conn
-        table = TargetTable(self.sync.target, await source.describe(), self.sync.types)
+        shape = await source.describe()
+        self.result.missing_index = shape.missing_index
+        table = TargetTable(self.sync.target, shape, self.sync.types)
         await table.prepare(conn)
         state = await self.store.load(conn, self.name)
         full_refresh = self.request.full_refresh and self.result.batches == 0

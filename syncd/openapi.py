@@ -51,6 +51,11 @@ _SYNC_STATE = {
         "source_rows_estimate": {"type": ["integer", "null"]},
         "run_rows_read": {"type": ["integer", "null"]},
         "last_run_status": {"type": ["string", "null"]},
+        "missing_index": {
+            "type": ["string", "null"],
+            "description": "The CREATE INDEX the source table lacks, as the last run found:"
+            " without it each run reads the table in one pass.",
+        },
         "last_error": {"type": ["string", "null"]},
         "schedule": {"type": ["string", "null"]},
         "next_run_at": _TIME,

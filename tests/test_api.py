@@ -542,3 +542,16 @@ async def test_docs_serve_the_files_their_page_loads_and_nothing_else() -> None:
         for name in ("index.html", "swagger-initializer.js", "swagger-ui-bundle.js.map", "x"):
             assert (await client.get(f"/docs/static/{name}")).status == 404, name
         assert (await client.get("/docs/static/%2e%2e/static/index.html")).status == 404
+
+
+async def test_status_names_the_index_a_source_lacks(conn: asyncpg.Connection, api) -> None:
+    await create_items(conn, 30)
+    await conn.execute("DROP INDEX src.items_updated_at_id_idx")
+    client = await api({"items": ITEMS})
+
+    before = await body(await client.get(f"{PREFIX}/status"), 200)
+    await body(await client.post(f"{PREFIX}/start-sync"), 200)
+    after = await body(await client.get(f"{PREFIX}/status"), 200)
+
+    assert before["missing_index"] is None  # not known before a run has looked
+    assert after["missing_index"] == 'CREATE INDEX ON "src"."items" ("updated_at", "id")'
