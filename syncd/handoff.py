@@ -46,10 +46,12 @@ async def stop(task: asyncio.Task[Any], within: float) -> None:
     """
     task.cancel()
     await asyncio.wait({task}, timeout=within)
-    task.add_done_callback(_consume_outcome)
+    task.add_done_callback(mark_seen)
 
 
-def _consume_outcome(future: asyncio.Future[Any]) -> None:
+def mark_seen(future: asyncio.Future[Any]) -> None:
+    """A done callback for a future whose outcome nobody awaits any more: asyncio would
+    otherwise report its exception as never retrieved."""
     if not future.cancelled():
         future.exception()
 
@@ -65,7 +67,7 @@ class ByteStream:
     def __init__(self, limit: int = STREAM_CHUNKS) -> None:
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue(limit)
         self._outcome: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outcome.add_done_callback(_consume_outcome)
+        self._outcome.add_done_callback(mark_seen)
 
     async def put(self, chunk: bytes) -> None:
         # asyncpg reuses its buffer for the next chunk: keep a copy of our own.

@@ -21,20 +21,22 @@ driver still calls it healthy, so no half-read reply is ever handed back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import oracledb
 import structlog
 
 from syncd.config import OracleSourceConfig, SyncConfig
 from syncd.errors import SourceError
+from syncd.handoff import mark_seen
 from syncd.identifiers import TableName
 from syncd.retry import Retryable
 from syncd.sources import (
@@ -57,10 +59,15 @@ from syncd.sources.oracle_types import (
 
 log = structlog.get_logger("syncd.sources.oracle")
 
+Result = TypeVar("Result")
+
 FETCH_ROWS = 1000
 """Rows fetched per round trip: what the driver holds at once, whatever the batch size."""
 KEEPALIVE_MINUTES = 1
 """How often the connection's socket is probed while idle, so a vanished peer is noticed."""
+RESET_S = 5.0
+"""How long a call cut short (cancelled, or past call_timeout) may take to unwind: the
+driver sends a break and waits for the server's reset, with no limit of its own."""
 
 SESSION_SQL = "ALTER SESSION SET TIME_ZONE = 'UTC' NLS_SORT = BINARY NLS_COMP = BINARY"
 """UTC makes local-time-zone values and SYS_EXTRACT_UTC agree; binary collation makes
@@ -79,8 +86,32 @@ async def _prepare_session(
         await cursor.execute(SESSION_SQL)
 
 
+class OracleSession:
+    """A connection whose every call is bounded: by call_timeout, and then by RESET_S for
+    the driver to unwind a call that was cut short. A call still unwinding after that is
+    left behind, and its connection is abandoned: dropped, never released."""
+
+    def __init__(self, conn: oracledb.AsyncConnection, call_timeout_s: float) -> None:
+        self.conn = conn
+        self._limit = call_timeout_s + RESET_S
+        self.abandoned = False
+
+    async def call(self, awaitable: Awaitable[Result]) -> Result:
+        call = asyncio.ensure_future(awaitable)
+        try:
+            async with asyncio.timeout(self._limit):
+                return await asyncio.shield(call)
+        except (asyncio.CancelledError, TimeoutError):
+            call.cancel()
+            self.abandoned = True
+            await asyncio.wait({call}, timeout=RESET_S)
+            self.abandoned = not call.done()
+            call.add_done_callback(mark_seen)
+            raise
+
+
 @asynccontextmanager
-async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracledb.AsyncConnection]:
+async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[OracleSession]:
     """One prepared session, dropped rather than released if a call was cut short."""
     connect_timeout = config.connect_timeout.total_seconds()
     with _oracle_errors(config.user, reading=None):
@@ -107,24 +138,36 @@ async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracled
                 raise Retryable(
                     f"Oracle did not accept a session within {connect_timeout:g} s"
                 ) from None
+        session = OracleSession(conn, config.statement_timeout.total_seconds())
         try:
-            yield conn
+            yield session
         finally:
             # Releasing a connection whose reply was half read would block on it, or
             # hand the next user its leftovers; dropping closes it without a word.
-            if conn.is_healthy():
-                await pool.release(conn)
-            else:
-                # python-oracledb annotates drop() with the synchronous Connection class.
-                await pool.drop(conn)  # type: ignore[arg-type]
+            async with _at_most(RESET_S):
+                if conn.is_healthy() and not session.abandoned:
+                    await pool.release(conn)
+                else:
+                    # python-oracledb annotates drop() with the synchronous Connection class.
+                    await pool.drop(conn)  # type: ignore[arg-type]
     finally:
-        await pool.close(force=True)
+        async with _at_most(RESET_S):
+            await pool.close(force=True)
+
+
+@asynccontextmanager
+async def _at_most(seconds: float) -> AsyncIterator[None]:
+    """Give up on what the block waits for after ``seconds``: the pool's own cleanup, when
+    a connection is stuck, must not hold the run."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            yield
 
 
 async def check_oracle(config: OracleSourceConfig) -> str:
     try:
-        async with oracle_connection(config) as conn:
-            return f"Oracle Database {conn.version}"
+        async with oracle_connection(config) as session:
+            return f"Oracle Database {session.conn.version}"
     except Retryable as exc:
         raise SourceError(str(exc)) from exc
 
@@ -137,8 +180,8 @@ async def open_oracle_source(
         raise SourceError(
             "an Oracle sync reads a table or a view: put the query in a view and name it in 'table'"
         )
-    async with oracle_connection(config) as conn:
-        yield OracleSource(conn, sync, config.user)
+    async with oracle_connection(config) as session:
+        yield OracleSource(session, sync, config.user)
 
 
 # -- Errors -----------------------------------------------------------------------------
@@ -328,8 +371,8 @@ class _Described:
 
 
 class OracleSource:
-    def __init__(self, conn: oracledb.AsyncConnection, sync: SyncConfig, user: str) -> None:
-        self._conn = conn
+    def __init__(self, session: OracleSession, sync: SyncConfig, user: str) -> None:
+        self._session = session
         self._sync = sync
         self._user = user
         self._table = TableName.parse(sync.table or "")
@@ -539,7 +582,7 @@ class OracleSource:
         into batches within ``limits``; each with whether the window has no rows after it,
         which a query stopped by its own limit cannot say."""
         reading = str(self._table)
-        with self._conn.cursor() as cursor:
+        with self._session.conn.cursor() as cursor:
             with _oracle_errors(self._user, reading, scn):
                 cursor.outputtypehandler = json_text_unparsed
                 cursor.arraysize = min(limits.rows, FETCH_ROWS)
@@ -547,11 +590,13 @@ class OracleSource:
                 # learn that a small result has ended.
                 cursor.prefetchrows = cursor.arraysize + 1
                 cursor.setinputsizes(**{name: bind for name, (_, bind) in binds.items()})
-                await cursor.execute(
-                    sql,
-                    {name: value for name, (value, _) in binds.items()},
-                    fetch_lobs=False,
-                    fetch_decimals=True,
+                await self._session.call(
+                    cursor.execute(
+                        sql,
+                        {name: value for name, (value, _) in binds.items()},
+                        fetch_lobs=False,
+                        fetch_decimals=True,
+                    )
                 )
             pending: deque[Any] = deque()
             fetched_in_all, ended = 0, False
@@ -563,7 +608,7 @@ class OracleSource:
                         if ended:
                             break
                         with _oracle_errors(self._user, reading, scn):
-                            fetched = await cursor.fetchmany(cursor.arraysize)
+                            fetched = await self._session.call(cursor.fetchmany(cursor.arraysize))
                         fetched_in_all += len(fetched)
                         ended = len(fetched) < cursor.arraysize or fetched_in_all == limit
                         pending.extend(fetched)
@@ -604,12 +649,14 @@ class OracleSource:
     ) -> list[Any]:
         """Run one query and fetch all its rows: LOBs as str and bytes, numbers as Decimal.
         ``types`` binds values as those types."""
-        with _oracle_errors(self._user, reading, scn), self._conn.cursor() as cursor:
+        with _oracle_errors(self._user, reading, scn), self._session.conn.cursor() as cursor:
             cursor.outputtypehandler = json_text_unparsed
             if types:
                 cursor.setinputsizes(**types)
-            await cursor.execute(sql, values or {}, fetch_lobs=False, fetch_decimals=True)
-            rows: list[Any] = await cursor.fetchall()
+            await self._session.call(
+                cursor.execute(sql, values or {}, fetch_lobs=False, fetch_decimals=True)
+            )
+            rows: list[Any] = await self._session.call(cursor.fetchall())
             return rows
 
 

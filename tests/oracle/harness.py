@@ -17,8 +17,17 @@ Where Oracle and PostgreSQL differ, the fake follows Oracle and says so:
   ORA-08181, a real ``oracledb.DatabaseError``.
 - Without fetch_decimals=True numbers come back as int or float, and without
   fetch_lobs=False LOBs come back as locators, as the driver's defaults would.
-- ALL_TAB_COLUMNS, ALL_CONSTRAINTS, ALL_CONS_COLUMNS, ALL_TABLES and DUAL are
-  real tables, filled as Oracle's dictionary would be.
+- ALL_TAB_COLUMNS, ALL_CONSTRAINTS, ALL_CONS_COLUMNS, ALL_TABLES, ALL_IND_COLUMNS
+  and DUAL are real tables, filled as Oracle's dictionary would be.
+- The session is what ALTER SESSION makes it, starting from a client in Germany's
+  defaults: TIME_ZONE Europe/Berlin, NLS_SORT GERMAN, NLS_COMP BINARY. Text is
+  ordered by NLS_SORT (GERMAN: 'a' < 'A' < 'b'; BINARY: 'A' < 'B' < 'a') and compared
+  by NLS_SORT only under NLS_COMP LINGUISTIC.
+- The database's time zone (DBTIMEZONE) is -05:00: a TIMESTAMP WITH LOCAL TIME ZONE
+  bind's naive fields are read in it, as thin mode's are; LOCAL TIME ZONE values are
+  fetched in the session's time zone.
+- A cancelled fetch is answered as the driver answers it: a break, then a reset that
+  takes ``reset_delay`` seconds, after which the connection is healthy again.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from unittest.mock import MagicMock, create_autospec
@@ -42,6 +51,35 @@ from sqlglot import exp
 
 USER = "SYNCD"
 WRITERS_ZONE = ZoneInfo("Europe/Berlin")
+DB_TIME_ZONE = timezone(timedelta(hours=-5))
+"""DBTIMEZONE, in which Oracle reads a LOCAL TIME ZONE bind's naive fields."""
+LINGUISTIC = "de-x-icu"
+
+
+@dataclass
+class Session:
+    """What ALTER SESSION set; a new session starts from the client's defaults."""
+
+    time_zone: str = "Europe/Berlin"
+    nls_sort: str = "GERMAN"
+    nls_comp: str = "BINARY"
+
+    def apply(self, sql: str) -> None:
+        for name, value in re.findall(r"(\w+)\s*=\s*'?([^'\s]+)'?", sql):
+            setattr(self, name.lower(), value.upper() if name.upper() != "TIME_ZONE" else value)
+
+    @property
+    def zone(self) -> Any:
+        if re.fullmatch(r"[+-]\d\d:\d\d", self.time_zone):
+            hours, minutes = self.time_zone[1:].split(":")
+            sign = -1 if self.time_zone[0] == "-" else 1
+            return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+        return ZoneInfo("UTC" if self.time_zone.upper() == "UTC" else self.time_zone)
+
+    def collation(self, comparing: bool) -> str:
+        linguistic = self.nls_sort != "BINARY" and (not comparing or self.nls_comp == "LINGUISTIC")
+        return LINGUISTIC if linguistic else "C"
+
 
 DICTIONARY_DDL = """
 CREATE TABLE all_tab_columns (owner text, table_name text, column_name text,
@@ -110,10 +148,11 @@ def declare(declaration: str) -> Declared:
         return Declared(kind, p, s, storage)
     if match := _SIZED.fullmatch(declaration):
         kind, size = match[1], match[2]
-        # Binary collation, as the source's sessions sort text in Oracle.
-        storage = "bytea" if kind == "RAW" else 'text COLLATE "C"'
+        # Stored in the database's default collation; each query sorts and compares
+        # text the way its session's NLS settings say.
+        storage = "bytea" if kind == "RAW" else 'text COLLATE "default"'
         if kind in ("CHAR", "NCHAR"):
-            storage = f'char({size}) COLLATE "C"'
+            storage = f'char({size}) COLLATE "default"'
         return Declared(kind, None, None, storage)
     if match := _TIMESTAMP.fullmatch(declaration):
         digits, zone = int(match[1] or 6), match[2] or ""
@@ -148,7 +187,10 @@ class FakeOracle:
     connections: list[MagicMock] = field(default_factory=list)
     pool_arguments: list[dict[str, Any]] = field(default_factory=list)
     healthy: bool = True
-    """What is_healthy() answers; a cancelled fetch leaves the connection unhealthy."""
+    """What is_healthy() answers."""
+    reset_delay: float = 0.0
+    """How long the driver's reset after a cancelled call takes (a break, then a wait)."""
+    session_state: Session = field(default_factory=Session)
     fetch_gate: asyncio.Event | None = None
     """When set, fetches wait for it, as a slow network would."""
     fetch_waiting: asyncio.Event = field(default_factory=asyncio.Event)
@@ -267,6 +309,7 @@ class FakeOracle:
             await self.acquire_gate.wait()
         conn = create_autospec(oracledb.AsyncConnection, spec_set=True, instance=True)
         self.connections.append(conn)
+        self.session_state = Session()
         conn.cursor.side_effect = self._cursors()
         conn.is_healthy.side_effect = lambda: self.healthy
         conn.version = "23.6.0.24.10"
@@ -325,7 +368,9 @@ class FakeOracle:
                 try:
                     await self.fetch_gate.wait()
                 except asyncio.CancelledError:
-                    self.healthy = False
+                    # The driver sends a break and waits for the server's reset before
+                    # it lets the cancellation through; the connection stays usable.
+                    await asyncio.sleep(self.reset_delay)
                     raise
             count = cursor.arraysize if size is None else size
             batch, rows[:] = rows[:count], rows[count:]
@@ -353,11 +398,13 @@ class FakeOracle:
     ) -> list[tuple[Any, ...]]:
         if sql.startswith("ALTER SESSION"):
             self.session.append(sql)
+            self.session_state.apply(sql)
             return []
         tree, pg_sql, names = self._translate(sql)
         if any(t.name == "V$DATABASE" for t in tree.find_all(exp.Table)):
             return [(Decimal(await self._new_scn()),)]
         args = [_as_bound(binds[name], sizes.get(name)) for name in names]
+        zone = self.session_state.zone
         table = tree.find(exp.Table)
         version = table.args.get("version") if table is not None else None
         scn = None if version is None else int(binds[version.expression.name])
@@ -367,16 +414,25 @@ class FakeOracle:
         declared = self._output_types(tree)
         return [
             tuple(
-                _as_fetched(value, kind, fetch_lobs, fetch_decimals)
+                _as_fetched(value, kind, fetch_lobs, fetch_decimals, zone)
                 for value, kind in zip(record, declared, strict=True)
             )
             for record in records
         ]
 
     def _translate(self, sql: str) -> tuple[exp.Expression, str, list[str]]:
-        if sql not in self._translated:
+        session = self.session_state
+        cache_key = f"{session.nls_sort}/{session.nls_comp}/{sql}"
+        if cache_key not in self._translated:
             tree = sqlglot.parse_one(sql, read="oracle")
             names: list[str] = []
+            texts = self._text_columns(tree)
+
+            def collated(node: exp.Expression, comparing: bool) -> exp.Expression:
+                if isinstance(node, exp.Column) and node.name in texts:
+                    collation = exp.Identifier(this=session.collation(comparing), quoted=True)
+                    return exp.Collate(this=node.copy(), expression=collation)
+                return node
 
             def to_postgres(node: exp.Expression) -> exp.Expression:
                 if isinstance(node, exp.Placeholder):
@@ -394,11 +450,28 @@ class FakeOracle:
                     return exp.Literal.string(USER)
                 if type(node).__name__ == "Systimestamp":
                     return exp.Anonymous(this="clock_timestamp")
+                # A node returned new is not visited again: its children are done here.
+                if isinstance(node, exp.Ordered):
+                    node = node.copy()
+                    node.set("this", collated(node.this.transform(to_postgres), comparing=False))
+                    return node
+                if isinstance(node, exp.GT | exp.GTE | exp.LT | exp.LTE | exp.EQ | exp.NEQ):
+                    node = node.copy()
+                    node.set("this", collated(node.this.transform(to_postgres), comparing=True))
+                    node.set("expression", node.expression.transform(to_postgres))
+                    return node
                 return node
 
             pg_tree = tree.copy().transform(to_postgres)
-            self._translated[sql] = (tree, pg_tree.sql(dialect="postgres"), names)
-        return self._translated[sql]
+            self._translated[cache_key] = (tree, pg_tree.sql(dialect="postgres"), names)
+        return self._translated[cache_key]
+
+    def _text_columns(self, tree: exp.Expression) -> set[str]:
+        table = tree.find(exp.Table)
+        if table is None:
+            return set()
+        declared = self.tables.get((table.db or USER, table.name), {})
+        return {name for name, d in declared.items() if "COLLATE" in d.storage}
 
     def _output_types(self, tree: exp.Expression) -> list[Declared | None]:
         table = tree.find(exp.Table)
@@ -444,13 +517,21 @@ def _as_bound(value: Any, size: Any) -> Any:
     if isinstance(value, datetime):
         if size is None or size is oracledb.DB_TYPE_DATE:
             return value.replace(microsecond=0)
-        if size in (oracledb.DB_TYPE_TIMESTAMP_TZ, oracledb.DB_TYPE_TIMESTAMP_LTZ):
-            return value.replace(tzinfo=UTC)
+        if size is oracledb.DB_TYPE_TIMESTAMP_TZ:
+            # A naive value is sent with offset zero; an aware one with its own.
+            return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if size is oracledb.DB_TYPE_TIMESTAMP_LTZ:
+            # Thin mode sends the naive fields, which Oracle reads in DBTIMEZONE.
+            return value.replace(tzinfo=DB_TIME_ZONE)
     return value
 
 
 def _as_fetched(
-    value: Any, declared: Declared | None, fetch_lobs: bool | None, fetch_decimals: bool | None
+    value: Any,
+    declared: Declared | None,
+    fetch_lobs: bool | None,
+    fetch_decimals: bool | None,
+    session_zone: Any,
 ) -> Any:
     """A PostgreSQL value as python-oracledb would return the Oracle column's value."""
     if value is None or declared is None:
@@ -463,7 +544,7 @@ def _as_fetched(
     if kind in ("NUMBER", "FLOAT") and fetch_decimals is not True:
         return int(value) if value == value.to_integral_value() else float(value)
     if kind.endswith("WITH TIME ZONE"):
-        zone = UTC if "LOCAL" in kind else WRITERS_ZONE
+        zone = session_zone if "LOCAL" in kind else WRITERS_ZONE
         return value.astimezone(zone).replace(tzinfo=None)
     if kind.startswith("INTERVAL YEAR"):
         years, months = divmod(abs(value[0]), 12)
