@@ -134,7 +134,7 @@ async def test_after_an_error_the_connection_is_dropped_unless_healthy(
     [
         ("LAST_UPDATE_DATE", oracledb.DB_TYPE_DATE, datetime(2025, 1, 1, 0, 0, 2)),
         ("UPDATED_AT", oracledb.DB_TYPE_TIMESTAMP, datetime(2025, 1, 1, 0, 0, 2, 250000)),
-        ("CLOSED_AT", oracledb.DB_TYPE_TIMESTAMP_TZ, datetime(2025, 1, 1, 0, 0, 2, 750000)),
+        ("CLOSED_AT", oracledb.DB_TYPE_TIMESTAMP_TZ, datetime(2025, 1, 1, 0, 0, 2, 750000, UTC)),
     ],
 )
 async def test_each_position_is_bound_with_its_columns_own_type(

@@ -528,3 +528,38 @@ async def test_without_an_index_on_the_cursor_the_window_is_one_sorted_query(
     assert await conn.fetchval("SELECT position FROM syncd.sync_state") == (
         '["2025-01-01 00:00:06.000000", "34"]'
     )
+
+
+async def test_a_local_time_zone_cursor_is_bound_so_that_no_database_time_zone_shifts_it(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    """The fake reads a LOCAL TIME ZONE bind's naive fields in DBTIMEZONE (-05:00), as
+    Oracle does: bound that way, each saved position would move five hours."""
+    await oracle.create_table(
+        "STAMPED",
+        {"ID": "NUMBER(9)", "SEEN": "TIMESTAMP(6) WITH LOCAL TIME ZONE"},
+        primary_key=["ID"],
+    )
+    await conn.execute(
+        """INSERT INTO "CRM"."STAMPED"
+           SELECT n, timestamptz '2025-01-01 00:00:00+00' + (n / 2) * interval '1 minute'
+             FROM generate_series(1, 20) AS n"""
+    )
+    config = configure(
+        make_config,
+        stamped={"source": "crm", "table": "CRM.STAMPED", "target_table": "public.stamped"}
+        | {"cursor": "SEEN", "batch_size": 3},
+    )
+    recorder = Recorder()
+
+    result = await asyncio.wait_for(run_sync(config, "stamped", observer=recorder), timeout=30)
+
+    assert (result.status, result.rows_read, result.batches) == ("succeeded", 20, 7)
+    ends = [report.position for report in recorder.reports]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)
+    assert await fingerprint(conn, "public.stamped") == await fingerprint(
+        conn, '"CRM"."STAMPED"', key='"ID"'
+    )
+    lower = [s for s in oracle.statements if ":after1" in s.sql]
+    assert lower and all("CAST(:after1 AS TIMESTAMP WITH LOCAL TIME ZONE)" in s.sql for s in lower)
+    assert all(s.sizes["after1"] is oracledb.DB_TYPE_TIMESTAMP_TZ for s in lower)

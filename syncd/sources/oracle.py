@@ -266,6 +266,17 @@ class Relation:
     order: tuple[str, ...]
     """The cursor (if any) then the key columns."""
     has_cursor: bool
+    local_time_cursor: bool = False
+    """The cursor is a TIMESTAMP WITH LOCAL TIME ZONE. Its binds travel as TIMESTAMP WITH
+    TIME ZONE at +00:00 and are cast back in the query, so that the index still serves:
+    a LOCAL TIME ZONE bind's naive fields would be read in DBTIMEZONE, which need not be
+    UTC, and every saved position would shift by its offset."""
+
+    def bind(self, name: str, column: int) -> str:
+        """The placeholder for a bind compared with order column ``column``."""
+        if column == 0 and self.local_time_cursor:
+            return f"CAST(:{name} AS TIMESTAMP WITH LOCAL TIME ZONE)"
+        return f":{name}"
 
 
 @dataclass(frozen=True)
@@ -291,13 +302,13 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     cursor = order[0]
     conditions = []
     if bounds.after:
-        conditions.append(_beyond(order, "after", ">=", ">", ">"))
+        conditions.append(_beyond(relation, "after", ">=", ">", ">"))
     if bounds.since:
-        conditions.append(f"{cursor} >= :since")
+        conditions.append(f"{cursor} >= {relation.bind('since', 0)}")
     if bounds.until:
-        conditions.append(_beyond(order, "until", "<=", "<", "<="))
+        conditions.append(_beyond(relation, "until", "<=", "<", "<="))
     if bounds.before:
-        conditions.append(f"{cursor} < :before")
+        conditions.append(f"{cursor} < {relation.bind('before', 0)}")
     if relation.has_cursor and not conditions:
         # A NULL cursor has no place in the order; sqlglot spells IS NOT NULL this way.
         conditions.append(f"NOT {cursor} IS NULL")
@@ -311,12 +322,13 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     return sql if limit is None else sql + f" FETCH FIRST {int(limit)} ROWS ONLY"
 
 
-def _beyond(order: Sequence[str], name: str, loose: str, strict: str, last: str) -> str:
+def _beyond(relation: Relation, name: str, loose: str, strict: str, last: str) -> str:
     """A row comparison written out column by column, each leading column first as a
     plain range (``loose``), so that Oracle can start an index range scan there."""
-    sql = f"{order[-1]} {last} :{name}{len(order)}"
+    order = relation.order
+    sql = f"{order[-1]} {last} {relation.bind(f'{name}{len(order)}', len(order) - 1)}"
     for i in reversed(range(len(order) - 1)):
-        column, bind = order[i], f":{name}{i + 1}"
+        column, bind = order[i], relation.bind(f"{name}{i + 1}", i)
         inner = f"({sql})" if " AND " in sql else sql
         sql = f"{column} {loose} {bind} AND ({column} {strict} {bind} OR {inner})"
     return sql
@@ -435,6 +447,7 @@ class OracleSource:
             ),
             order=tuple(_quote(name) for name in order),
             has_cursor=sync.cursor is not None,
+            local_time_cursor=sync.cursor is not None and types[sync.cursor].local_time,
         )
         await self._refuse_null_keys(relation.table, [k for k in key if k in nullable])
         reader = RowReader(

@@ -41,6 +41,8 @@ class OracleType:
     """Selected through SYS_EXTRACT_UTC: the driver would otherwise drop the offset."""
     convert: Convert | None = None
     """What a fetched value needs before asyncpg can encode it as ``pg_type``."""
+    local_time: bool = False
+    """A TIMESTAMP WITH LOCAL TIME ZONE."""
 
     @property
     def is_time(self) -> bool:
@@ -61,13 +63,15 @@ def oracle_type(data_type: str, precision: int | None, scale: int | None) -> Ora
         # A TIMESTAMP WITH TIME ZONE bind carries offset zero: the UTC value selected
         # through SYS_EXTRACT_UTC comes back exact. LOCAL values are in the session's
         # time zone, which is UTC.
-        if digits > 6:
-            bind = None
-        elif match["local"]:
-            bind = oracledb.DB_TYPE_TIMESTAMP_LTZ
-        else:
-            bind = oracledb.DB_TYPE_TIMESTAMP_TZ
-        return OracleType(f"timestamp({kept}) with time zone", bind, True, _as_utc)
+        # A LOCAL one is bound the same way and cast in the query (Relation.bind).
+        bind = None if digits > 6 else oracledb.DB_TYPE_TIMESTAMP_TZ
+        return OracleType(
+            f"timestamp({kept}) with time zone",
+            bind,
+            True,
+            _as_utc,
+            local_time=bool(match["local"]),
+        )
     if data_type.startswith("INTERVAL YEAR"):
         return OracleType("interval", convert=_as_months)
     if data_type.startswith("INTERVAL DAY"):
@@ -254,6 +258,9 @@ def position_text(value: Any) -> str:
 
 def bind_value(text: str, bind: oracledb.DbType) -> Any:
     """The Python value to bind, as ``bind``, for a position's text."""
+    if bind is oracledb.DB_TYPE_TIMESTAMP_TZ:
+        # Positions of zoned cursors are kept in UTC, and bound at offset zero.
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
     if bind in _TIME_BINDS:
         return datetime.fromisoformat(text)
     if bind is oracledb.DB_TYPE_NUMBER:

@@ -448,6 +448,11 @@ class FakeOracle:
                     return exp.AtTimeZone(this=value, zone=exp.Literal.string("UTC"))
                 if isinstance(node, exp.Anonymous) and node.name.upper() == "SYS_CONTEXT":
                     return exp.Literal.string(USER)
+                if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPLTZ:
+                    return exp.Cast(
+                        this=node.this.transform(to_postgres),
+                        to=exp.DataType.build("timestamptz"),
+                    )
                 if type(node).__name__ == "Systimestamp":
                     return exp.Anonymous(this="clock_timestamp")
                 # A node returned new is not visited again: its children are done here.
