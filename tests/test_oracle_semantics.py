@@ -454,7 +454,7 @@ async def test_check_config_reaches_oracle_through_a_prepared_session(
     config = configure(make_config, items=ITEMS)
 
     assert await check_source(config.sources["crm"]) == "Oracle Database 23.6.0.24.10"
-    assert oracle.session == [oracle_source.SESSION_SQL]
+    assert len(oracle.session) == 1, "check-config reaches Oracle through a prepared session"
     (arguments,) = oracle.pool_arguments
     assert arguments["program"] == "syncd"
     assert (arguments["user"], arguments["password"]) == ("SYNCD", "pw")
@@ -563,3 +563,34 @@ async def test_a_local_time_zone_cursor_is_bound_so_that_no_database_time_zone_s
     lower = [s for s in oracle.statements if ":after1" in s.sql]
     assert lower and all("CAST(:after1 AS TIMESTAMP WITH LOCAL TIME ZONE)" in s.sql for s in lower)
     assert all(s.sizes["after1"] is oracledb.DB_TYPE_TIMESTAMP_TZ for s in lower)
+
+
+async def test_text_keys_are_ordered_and_compared_byte_for_byte_whatever_the_clients_locale(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    """The fake's sessions start as a German client's (NLS_SORT GERMAN): unless the source
+    makes its session binary, ORDER BY and ``>`` disagree, and the keyset skips keys."""
+    await oracle.create_table("CODES", {"CODE": "VARCHAR2(10)", "N": "NUMBER(9)"}, ["CODE"])
+    codes = ["a", "B", "b", "A", "_", "Z", "ä", "1"]
+    await conn.executemany(
+        'INSERT INTO "CRM"."CODES" VALUES ($1, $2)', [(c, i) for i, c in enumerate(codes)]
+    )
+    config = configure(
+        make_config,
+        codes={"source": "crm", "table": "CRM.CODES", "target_table": "public.codes"}
+        | {"batch_size": 2},
+    )
+    recorder = Recorder()
+
+    result = await run_sync(config, "codes", observer=recorder)
+
+    assert result.rows_read == len(codes)
+    assert [report.position for report in recorder.reports] == [
+        ("A",),
+        ("Z",),
+        ("a",),
+        ("ä",),
+    ]  # binary: 1 A | B Z | _ a | b ä
+    assert sorted(r["code"] for r in await conn.fetch("SELECT code FROM public.codes")) == sorted(
+        codes
+    )
