@@ -15,6 +15,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -164,15 +165,46 @@ class TargetConfig(_Database):
     _state_schema = field_validator("state_schema")(_check_identifier)
 
 
+DATABASE_TIME_ZONE = "database"
+
+
+def _time_zone(value: str | None) -> str | None:
+    if value is None or value == DATABASE_TIME_ZONE:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(
+            f"expected a time zone name such as Europe/Berlin or America/New_York,"
+            f" or {DATABASE_TIME_ZONE!r}"
+        ) from None
+    return value
+
+
 class PostgresSourceConfig(_Database):
     kind: Literal["postgres"]
     dsn: str
+    cursor_time_zone: str | None = None
+    """The zone in which the application writes zone-less cursors (timestamp, date), so that
+    'now' can be read in it: lag needs it, and a fall-back of its clock is re-read."""
+
+    @field_validator("cursor_time_zone")
+    @classmethod
+    def _named_zone(cls, value: str | None) -> str | None:
+        if value == DATABASE_TIME_ZONE:
+            raise ValueError("name the zone for a PostgreSQL source, such as Europe/Berlin")
+        return _time_zone(value)
 
 
 class OracleSourceConfig(_Database):
     kind: Literal["oracle"]
     dsn: str
     user: str = Field(min_length=1)
+    cursor_time_zone: str | None = None
+    """As for PostgreSQL; 'database' takes 'now' from the server's clock (SYSTIMESTAMP
+    without its offset, what SYSDATE gives), but cannot see its clock fall back."""
+
+    _zone = field_validator("cursor_time_zone")(_time_zone)
 
 
 SourceConfig = Annotated[PostgresSourceConfig | OracleSourceConfig, Field(discriminator="kind")]

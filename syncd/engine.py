@@ -14,16 +14,27 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
 
-from syncd import handoff, pg, retry
-from syncd.config import Config, SyncConfig
+from syncd import clock, handoff, pg, retry
+from syncd.config import DATABASE_TIME_ZONE, Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.redact import scrub
-from syncd.sources import Batch, Limits, Position, SnapshotExpired, Source, Window, open_source
+from syncd.sources import (
+    Batch,
+    Limits,
+    Position,
+    Shape,
+    SnapshotExpired,
+    Source,
+    Window,
+    open_source,
+)
 from syncd.state import StateStore, SyncState
 from syncd.target import DirectCopyConflict, TargetTable
 
@@ -233,7 +244,8 @@ class _Run:
         await table.prepare(conn)
         state = await self.store.load(conn, self.name)
         full_refresh = self.request.full_refresh and self.result.batches == 0
-        phases = _plan(state, self.sync, full_refresh, self.lookback_done)
+        fall_back = self._fall_back(shape, state)
+        phases = _plan(state, self.sync, full_refresh, self.lookback_done, fall_back)
         if self.rows_estimate is None:
             self.rows_estimate = await source.estimate_rows(phases[-1].window)
             if self.engine.observer is not None:
@@ -243,6 +255,18 @@ class _Run:
             await self._phase(source, table, phase, direct)
             direct = False
             self.lookback_done = True
+
+    def _fall_back(self, shape: Shape, state: SyncState) -> timedelta:
+        """How far a zone-less cursor's clock was set back since the saved position."""
+        zone = self.engine.config.sources[self.sync.source].cursor_time_zone
+        if zone in (None, DATABASE_TIME_ZONE) or shape.cursor is None or state.position is None:
+            return timedelta()
+        if not clock.is_zone_less(shape.column(shape.cursor).pg_type):
+            return timedelta()
+        gap = clock.fall_back_gap(ZoneInfo(zone), str(state.position[0]))
+        if gap and not self.lookback_done:
+            log.info("clock_fell_back", zone=zone, rereads=str(gap), since=state.position[0])
+        return gap
 
     async def _phase(self, source: Source, table: TargetTable, phase: _Phase, direct: bool) -> None:
         """Write one phase's batches while the next is fetched."""
@@ -351,9 +375,15 @@ async def _write(
 
 
 def _plan(
-    state: SyncState, sync: SyncConfig, full_refresh: bool, lookback_done: bool
+    state: SyncState,
+    sync: SyncConfig,
+    full_refresh: bool,
+    lookback_done: bool,
+    fall_back: timedelta = timedelta(),
 ) -> list[_Phase]:
-    """Where this attempt starts reading, as one or two keyset windows."""
+    """Where this attempt starts reading, as one or two keyset windows. ``fall_back`` is
+    how far the cursor's clock was set back since the saved position: the stamps of that
+    time repeat below it, and are re-read with the lookback."""
     position = state.position
     if full_refresh or (sync.cursor is None and state.is_complete):
         position = None
@@ -361,10 +391,11 @@ def _plan(
         return [_Phase(Window())]
     if sync.cursor is None:
         return [_Phase(Window(after=position, snapshot=state.snapshot))]
-    if sync.lookback is not None and not lookback_done:
+    lookback = (sync.lookback or timedelta()) + fall_back
+    if lookback and not lookback_done:
         # Re-read the lookback window up to the saved position without moving it back,
         # so a crash during the re-read repeats the same window instead of drifting.
-        reread = Window(cursor_from=position[0], lookback=sync.lookback, until=position)
+        reread = Window(cursor_from=position[0], lookback=lookback, until=position)
         return [_Phase(reread, pinned=position, final=False), _Phase(Window(after=position))]
     return [_Phase(Window(after=position))]
 

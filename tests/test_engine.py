@@ -13,7 +13,14 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from syncd.errors import AlreadyRunning, SchemaMismatch, SourceError, SyncdError, TargetError
+from syncd.errors import (
+    AlreadyRunning,
+    ConfigError,
+    SchemaMismatch,
+    SourceError,
+    SyncdError,
+    TargetError,
+)
 from tests.helpers import Recorder, create_items, fingerprint, run_sync
 
 ITEMS = {"table": "src.items", "key": ["id"], "target_table": "public.items"}
@@ -433,16 +440,27 @@ async def test_lag_leaves_rows_newer_than_the_source_clock_for_a_later_run(
     assert ids == [1, 2, 3, 4, 5, 6, 7]
 
 
-async def test_a_lag_on_a_cursor_without_time_zone_is_refused(
-    conn: asyncpg.Connection, make_config
+async def test_a_lag_on_a_cursor_without_time_zone_needs_the_zone_it_is_written_in(
+    db: str, conn: asyncpg.Connection, make_config
 ) -> None:
+    # Written by an application in New York, from its local clock.
     await conn.execute("CREATE TABLE src.local (id int PRIMARY KEY, changed timestamp)")
-    config, _ = make_config(
-        {"local": {"table": "src.local", "cursor": "changed", "lag": "1m", "target_table": "local"}}
+    await conn.execute(
+        "INSERT INTO src.local VALUES (1, (now() AT TIME ZONE 'America/New_York') - interval '2h'),"
+        " (2, (now() AT TIME ZONE 'America/New_York') - interval '10 min')"
     )
+    sync = {"table": "src.local", "cursor": "changed", "lag": "1h", "target_table": "local"}
+    config, _ = make_config({"local": sync})
 
-    with pytest.raises(SourceError, match="only a cursor with a time zone"):
+    with pytest.raises(ConfigError, match=r"^sources.pg.cursor_time_zone: lag holds back"):
         await run_sync(config, "local")
+
+    zoned, _ = make_config(
+        {"local": sync},
+        sources={"pg": {"kind": "postgres", "dsn": db, "cursor_time_zone": "America/New_York"}},
+    )
+    result = await run_sync(zoned, "local")
+    assert result.rows_read == 1, "a row stamped ten minutes ago (New York time) was read"
 
 
 async def test_a_batch_ends_at_batch_bytes_before_batch_size(

@@ -13,6 +13,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ import oracledb
 import pytest
 from structlog.testing import capture_logs
 
-from syncd.errors import SourceError
+from syncd.errors import ConfigError, SourceError
 from syncd.sources import Limits, Window, open_source
 from syncd.sources import oracle as oracle_source
 from tests.helpers import Recorder, fingerprint, run_sync
@@ -594,3 +595,80 @@ async def test_text_keys_are_ordered_and_compared_byte_for_byte_whatever_the_cli
     assert sorted(r["code"] for r in await conn.fetch("SELECT code FROM public.codes")) == sorted(
         codes
     )
+
+
+async def test_the_sample_configs_date_cursor_loses_nothing_west_of_utc_across_a_fall_back(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    """config.yaml's case: LAST_UPDATE_DATE is a DATE filled from SYSDATE on a server in
+    New York, with lag 30s and lookback 5m. On 2025-11-02 the clock falls back from
+    02:00 EDT to 01:00 EST, and the stamps of 01:00-01:59 come round a second time."""
+    await oracle.create_table(
+        "OPPORTUNITIES",
+        {"OPPORTUNITY_ID": "NUMBER(12)", "LAST_UPDATE_DATE": "DATE", "NAME": "VARCHAR2(40)"},
+        primary_key=["OPPORTUNITY_ID"],
+    )
+
+    async def stamp(opportunity: int, wall: str) -> None:
+        await conn.execute(
+            'INSERT INTO "CRM"."OPPORTUNITIES" VALUES ($1, $2::text::timestamp, $3)',
+            opportunity,
+            f"2025-11-02 {wall}",
+            f"stamped {wall} New York time",
+        )
+
+    for minute in range(0, 110, 10):  # 00:00 to 01:50 EDT, before the fall-back
+        await stamp(minute, f"{minute // 60:02}:{minute % 60:02}:00")
+    sources = {"crm": SOURCES["crm"] | {"cursor_time_zone": "America/New_York"}}
+    sync = {"source": "crm", "table": "CRM.OPPORTUNITIES", "key": ["OPPORTUNITY_ID"]}
+    sync |= {"cursor": "LAST_UPDATE_DATE", "lag": "30s", "lookback": "5m"}
+    config, _ = make_config({"opps": sync | {"target_table": "public.opps"}}, sources=sources)
+
+    async def run_at(utc: str) -> None:
+        oracle.clock = datetime.fromisoformat(utc)
+        assert (await run_sync(config, "opps")).status == "succeeded"
+
+    await run_at("2025-11-02 05:55:00+00:00")  # 01:55 EDT
+    # 'now' is New York's wall clock less the lag, not UTC's, which runs hours ahead of
+    # every stamp and would hold nothing back.
+    (read,) = [s for s in oracle.statements if "FETCH FIRST" in s.sql][-1:]
+    assert read.binds["before"] == datetime(2025, 11, 2, 1, 54, 30)
+    # After the fall-back, at 01:20 EST: three rows stamped in the repeated hour, and one
+    # whose transaction stamped it at 01:52 EDT and commits only now.
+    for opportunity, wall in [(201, "01:05:00"), (202, "01:10:00"), (203, "01:15:00")]:
+        await stamp(opportunity, wall)
+    await stamp(204, "01:52:00")
+    await run_at("2025-11-02 06:20:00+00:00")  # 01:20 EST
+    await run_at("2025-11-02 07:10:00+00:00")  # 02:10 EST
+
+    synced = {r["opportunity_id"] for r in await conn.fetch("SELECT opportunity_id FROM opps")}
+    assert synced == {*range(0, 110, 10), 201, 202, 203, 204}
+
+
+@pytest.mark.parametrize(
+    ("zone", "before"),
+    [
+        ("database", datetime(2025, 6, 1, 7, 59, 30)),  # the server's clock, in New York
+        ("Asia/Tokyo", datetime(2025, 6, 1, 20, 59, 30)),
+        (None, None),
+    ],
+)
+async def test_a_date_cursors_now_is_the_wall_clock_of_its_zone_and_lag_needs_one(
+    oracle: FakeOracle,
+    make_config: Any,
+    zone: str | None,
+    before: datetime | None,
+) -> None:
+    await create_items(oracle, 5, "timestamp '2025-06-01 07:00' + n * interval '1 minute'")
+    oracle.clock = datetime.fromisoformat("2025-06-01 12:00:00+00:00")
+    sources = {"crm": SOURCES["crm"] | ({"cursor_time_zone": zone} if zone else {})}
+    sync = ITEMS_BY_TIME | {"lag": "30s"}
+    config, _ = make_config({"items": sync}, sources=sources)
+
+    if zone is None:
+        with pytest.raises(ConfigError, match=r"^sources.crm.cursor_time_zone: lag holds back"):
+            await run_sync(config, "items")
+        return
+    await run_sync(config, "items")
+    (read,) = [s for s in oracle.statements if "FETCH FIRST" in s.sql][:1]
+    assert read.binds["before"] == before

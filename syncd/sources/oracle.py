@@ -27,15 +27,17 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import oracledb
 import structlog
 
-from syncd.config import OracleSourceConfig, SyncConfig
-from syncd.errors import SourceError
+from syncd import clock
+from syncd.config import DATABASE_TIME_ZONE, OracleSourceConfig, SyncConfig
+from syncd.errors import ConfigError, SourceError
 from syncd.handoff import mark_seen
 from syncd.identifiers import TableName
 from syncd.retry import Retryable
@@ -181,7 +183,7 @@ async def open_oracle_source(
             "an Oracle sync reads a table or a view: put the query in a view and name it in 'table'"
         )
     async with oracle_connection(config) as session:
-        yield OracleSource(session, sync, config.user)
+        yield OracleSource(session, sync, config)
 
 
 # -- Errors -----------------------------------------------------------------------------
@@ -356,6 +358,8 @@ LEADING_INDEX_SQL = (
     " AND TABLE_NAME = :table_name AND COLUMN_POSITION = 1 AND COLUMN_NAME = :column_name"
 )
 CLOCK_SQL = "SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"
+WALL_CLOCK_SQL = "SELECT CAST(SYSTIMESTAMP AS TIMESTAMP) FROM DUAL"
+"""The server's wall clock, in its operating system's zone: what SYSDATE gives."""
 SCN_SQL = "SELECT CURRENT_SCN FROM V$DATABASE"
 
 
@@ -380,13 +384,18 @@ class _Described:
     """The type each order column's position value is bound as."""
     reader: RowReader
     cursor_is_time: bool
+    zone_less: bool
+    """The cursor is a DATE or TIMESTAMP: a wall-clock time in the application's zone."""
 
 
 class OracleSource:
-    def __init__(self, session: OracleSession, sync: SyncConfig, user: str) -> None:
+    def __init__(
+        self, session: OracleSession, sync: SyncConfig, config: OracleSourceConfig
+    ) -> None:
         self._session = session
         self._sync = sync
-        self._user = user
+        self._user = config.user
+        self._source = config
         self._table = TableName.parse(sync.table or "")
         self._names = {"owner": self._table.schema, "table_name": self._table.name}
         self._described: _Described | None = None
@@ -423,6 +432,13 @@ class OracleSource:
         types = {name: self._type(name, *found[name]) for name in chosen}
         order_binds = tuple(self._order_bind(name, found[name][0], types[name]) for name in order)
         cursor_is_time = sync.cursor is not None and types[sync.cursor].is_time
+        zone_less = cursor_is_time and not types[sync.cursor or ""].at_utc
+        if sync.lag is not None and zone_less and self._source.cursor_time_zone is None:
+            raise ConfigError(
+                f"sources.{sync.source}.cursor_time_zone: lag holds back rows newer than 'now',"
+                f" and {sync.cursor} ({found[sync.cursor or ''][0]}) has no time zone: name the"
+                " zone the application writes it in (such as America/New_York), or 'database'"
+            )
         if (sync.lookback is not None or sync.lag is not None) and not cursor_is_time:
             raise SourceError(
                 f"lookback and lag need a DATE or TIMESTAMP cursor; {sync.cursor!r} is"
@@ -471,6 +487,7 @@ class OracleSource:
             order_binds=order_binds,
             reader=reader,
             cursor_is_time=cursor_is_time,
+            zone_less=zone_less,
         )
 
     def _type(
@@ -543,8 +560,8 @@ class OracleSource:
         if window.until is not None:
             fixed |= self._position_binds("until", window.until, described)
         if described.cursor_is_time:
-            (clock,) = (await self._query(CLOCK_SQL, reading="DUAL"))[0]
-            fixed["before"] = (clock - (self._sync.lag or timedelta()), cursor_bind)
+            now = await self._now(described.zone_less)
+            fixed["before"] = (now - (self._sync.lag or timedelta()), cursor_bind)
         scn = None
         if self._sync.snapshot == "scn":
             scn = window.snapshot or await self._current_scn()
@@ -635,6 +652,20 @@ class OracleSource:
                 yield rows, drained and (limit is None or fetched_in_all < limit)
                 if drained:
                     return
+
+    async def _now(self, zone_less: bool) -> datetime:
+        """The database's 'now' as the cursor counts time: an instant in UTC for a zoned
+        cursor; for a zone-less one, the wall clock of the zone it is written in."""
+        zone = self._source.cursor_time_zone
+        if zone_less and zone == DATABASE_TIME_ZONE:
+            ((wall,),) = await self._query(WALL_CLOCK_SQL, reading="DUAL")
+            return wall  # type: ignore[no-any-return]
+        ((utc,),) = await self._query(CLOCK_SQL, reading="DUAL")
+        now = utc.replace(tzinfo=UTC)
+        if not zone_less:
+            return now  # type: ignore[no-any-return]
+        # Without a zone, the cursor is taken to be UTC (and lag was refused).
+        return clock.wall_now(ZoneInfo(zone or "UTC"), now)
 
     async def _current_scn(self) -> str:
         (scn,) = (await self._query(SCN_SQL, reading="V$DATABASE"))[0]

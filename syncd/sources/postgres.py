@@ -22,9 +22,9 @@ from typing import Any
 import asyncpg
 import structlog
 
-from syncd import pg
+from syncd import clock, pg
 from syncd.config import PostgresSourceConfig, SyncConfig
-from syncd.errors import SourceError
+from syncd.errors import ConfigError, SourceError
 from syncd.handoff import ByteStream
 from syncd.identifiers import TableName, quote_ident
 from syncd.sources import Batch, Column, CopyBatch, Limits, Position, Shape, Window
@@ -40,7 +40,7 @@ async def open_postgres_source(
 ) -> AsyncIterator[PostgresSource]:
     conn = await pg.connect_to(config)
     try:
-        yield PostgresSource(conn, sync)
+        yield PostgresSource(conn, sync, config.cursor_time_zone)
     finally:
         await _close(conn)
 
@@ -70,9 +70,13 @@ class _Described:
 
 
 class PostgresSource:
-    def __init__(self, conn: asyncpg.Connection, sync: SyncConfig) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, sync: SyncConfig, cursor_time_zone: str | None = None
+    ) -> None:
         self._conn = conn
         self._sync = sync
+        self._cursor_time_zone = cursor_time_zone
+        """The zone a zone-less cursor is written in, for reading 'now' as it counts time."""
         self._relation = (
             f"{TableName.parse(sync.table).sql} AS src"
             if sync.table is not None
@@ -152,10 +156,13 @@ class PostgresSource:
             raise SourceError(
                 f"lookback needs a date or timestamp cursor; {sync.cursor!r} is {cursor_type}"
             )
-        if sync.lag is not None and not cursor_type.endswith("with time zone"):
-            raise SourceError(
-                f"lag holds back rows newer than the database's clock, which only a cursor"
-                f" with a time zone can be compared with; {sync.cursor!r} is {cursor_type}"
+        if sync.lag is None or not clock.is_zone_less(cursor_type):
+            return
+        if self._cursor_time_zone is None:
+            raise ConfigError(
+                f"sources.{sync.source}.cursor_time_zone: lag holds back rows newer than"
+                f" 'now', and {sync.cursor!r} ({cursor_type}) has no time zone: name the zone"
+                " the application writes it in, such as America/New_York"
             )
 
     async def _refuse_null_keys(self, nullable: list[str]) -> None:
@@ -280,8 +287,12 @@ class PostgresSource:
             # A NULL cursor cannot be ordered against a position; such rows are not read.
             conditions.append(f"{cursor} IS NOT NULL")
             if self._sync.lag is not None:
+                now = "now()"
+                if clock.is_zone_less(shape.column(shape.cursor).pg_type):
+                    args.append(self._cursor_time_zone)
+                    now = f"(now() AT TIME ZONE ${len(args)}::text)"
                 args.append(self._sync.lag)
-                conditions.append(f"{cursor} < now() - ${len(args)}::interval")
+                conditions.append(f"{cursor} < {now} - ${len(args)}::interval")
         if window.cursor_from is not None and shape.cursor is not None:
             cast = described.cast_types[shape.cursor]
             args += [window.cursor_from, window.lookback]

@@ -188,6 +188,10 @@ class FakeOracle:
     pool_arguments: list[dict[str, Any]] = field(default_factory=list)
     healthy: bool = True
     """What is_healthy() answers."""
+    clock: datetime | None = None
+    """What SYSTIMESTAMP says, when a test sets the time; else the real time."""
+    os_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("America/New_York"))
+    """The server's operating system zone: SYSTIMESTAMP's, and so SYSDATE's."""
     reset_delay: float = 0.0
     """How long the driver's reset after a cancelled call takes (a break, then a wait)."""
     session_state: Session = field(default_factory=Session)
@@ -422,7 +426,7 @@ class FakeOracle:
 
     def _translate(self, sql: str) -> tuple[exp.Expression, str, list[str]]:
         session = self.session_state
-        cache_key = f"{session.nls_sort}/{session.nls_comp}/{sql}"
+        cache_key = f"{session.nls_sort}/{session.nls_comp}/{self.clock}/{self.os_zone}/{sql}"
         if cache_key not in self._translated:
             tree = sqlglot.parse_one(sql, read="oracle")
             names: list[str] = []
@@ -433,6 +437,12 @@ class FakeOracle:
                     collation = exp.Identifier(this=session.collation(comparing), quoted=True)
                     return exp.Collate(this=node.copy(), expression=collation)
                 return node
+
+            def systimestamp() -> exp.Expression:
+                if self.clock is None:
+                    return exp.Anonymous(this="clock_timestamp")
+                moment = exp.Literal.string(self.clock.isoformat())
+                return exp.Cast(this=moment, to=exp.DataType.build("timestamptz"))
 
             def to_postgres(node: exp.Expression) -> exp.Expression:
                 if isinstance(node, exp.Placeholder):
@@ -454,7 +464,15 @@ class FakeOracle:
                         to=exp.DataType.build("timestamptz"),
                     )
                 if type(node).__name__ == "Systimestamp":
-                    return exp.Anonymous(this="clock_timestamp")
+                    return systimestamp()
+                if (
+                    isinstance(node, exp.Cast)
+                    and type(node.this).__name__ == "Systimestamp"
+                    and node.to.this == exp.DataType.Type.TIMESTAMP
+                ):
+                    # The offset dropped: the wall time of the server's own zone.
+                    zone = exp.Literal.string(self.os_zone.key)
+                    return exp.AtTimeZone(this=systimestamp(), zone=zone)
                 # A node returned new is not visited again: its children are done here.
                 if isinstance(node, exp.Ordered):
                     node = node.copy()
