@@ -91,7 +91,12 @@ def _interval_parts(value: timedelta | Interval) -> Interval:
     (an Oracle INTERVAL YEAR TO MONTH), which a timedelta cannot hold: a month has no
     fixed number of days. They are read back as their parts, losing nothing either."""
     if isinstance(value, timedelta):
-        return 0, value.days, value.seconds * 1_000_000 + value.microseconds
+        # Split as Oracle does, the sign on both parts: -(1 day 2 hours) is -1 day
+        # -02:00, not timedelta's -2 days +22:00, which is another interval to an image.
+        microseconds = value // timedelta(microseconds=1)
+        sign = -1 if microseconds < 0 else 1
+        days, rest = divmod(abs(microseconds), 86_400_000_000)
+        return 0, sign * days, sign * rest
     return value
 
 

@@ -17,6 +17,7 @@ from unittest.mock import ANY, create_autospec
 import asyncpg
 import oracledb
 import pytest
+import sqlglot
 
 from syncd import retry
 from syncd.config import Config, OracleSourceConfig
@@ -140,7 +141,11 @@ async def test_after_an_error_the_connection_is_dropped_unless_healthy(
 async def test_each_position_is_bound_with_its_columns_own_type(
     oracle: FakeOracle, make_config: Any, cursor: str, bind: Any, position: datetime
 ) -> None:
-    config = configure(make_config, cursor=cursor, lag="30s")
+    config, _ = make_config(
+        {"opps": {"source": "crm", "table": "CRM.OPPORTUNITIES", "target_table": "public.opps"}
+         | {"cursor": cursor, "lag": "30s"}},
+        sources={"crm": SOURCES["crm"] | {"cursor_time_zone": "UTC"}},
+    )  # fmt: skip
 
     batches = await read_all(config, Window(), 2)
 
@@ -152,7 +157,9 @@ async def test_each_position_is_bound_with_its_columns_own_type(
     assert second.binds["after2"] == Decimal(2)
     clocks = [s for s in oracle.statements if s.sql == CLOCK_SQL]
     assert len(clocks) == 1, "the clock is read once a pass, not once a batch"
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = datetime.now(UTC)
+    if position.tzinfo is None:  # a zone-less cursor's 'now' is the wall clock of its zone
+        now = now.replace(tzinfo=None)
     assert now - timedelta(seconds=40) < second.binds["before"] < now - timedelta(seconds=20)
     for statement in (first, second):
         assert (statement.fetch_lobs, statement.fetch_decimals) == (False, True)
@@ -264,6 +271,20 @@ async def test_an_unqualified_table_is_found_in_the_users_schema(
             r"AT \(TIMESTAMP\(9\)\) cannot order a keyset",
         ),
         ({"table": "CRM.TWINS"}, r"same name in the target: id, id"),
+        (
+            {"table": "CRM.OLD", "columns": ["ID", "BODY"]},
+            r"column BODY of CRM.OLD is LONG, which Oracle does not allow in the inline view"
+            r".* TO_LOB\(BODY\)",
+        ),
+        (
+            {"table": "CRM.OLD", "columns": ["ID", "IMAGE"]},
+            r"column IMAGE of CRM.OLD is LONG RAW, .* TO_LOB\(IMAGE\)",
+        ),
+        (
+            {"table": "CRM.OLD", "columns": ["ID", "TOOK"]},
+            r"TOOK of CRM.OLD is INTERVAL DAY\(2\) TO SECOND\(9\): PostgreSQL keeps intervals"
+            r" to the microsecond",
+        ),
     ],
 )
 async def test_a_table_syncd_cannot_read_as_configured_is_refused_by_name(
@@ -274,6 +295,16 @@ async def test_a_table_syncd_cannot_read_as_configured_is_refused_by_name(
         "ODD", {"ID": "NUMBER(9)", "AT": "TIMESTAMP(9)", "DOC": "XMLTYPE"}, ["ID"]
     )
     await oracle.create_table("TWINS", {"ID": "NUMBER(9)", "id": "NUMBER(9)"}, ["ID"])
+    await oracle.create_table(
+        "OLD",
+        {
+            "ID": "NUMBER(9)",
+            "BODY": "LONG",
+            "IMAGE": "LONG RAW",
+            "TOOK": "INTERVAL DAY(2) TO SECOND(9)",
+        },
+        ["ID"],
+    )
     config = configure(make_config, **spec)
 
     with pytest.raises(SourceError, match=message):
@@ -369,12 +400,25 @@ ERRORS = {
     "listener refused": ("DPY-6000: Listener refused connection. (Similar to ORA-12514)", 0, None),
     "database starting": ("ORA-01033: ORACLE initialization or shutdown in progress", 1033, None),
     "undo, no snapshot": ("ORA-01555: snapshot too old: rollback segment too small", 1555, None),
+    "undo, through a parallel query server": (
+        "ORA-12801: error signaled in parallel query server P001\n"
+        "ORA-01555: snapshot too old: rollback segment too small",
+        12801,
+        None,
+    ),
 }
 SNAPSHOT_ERRORS = {
     "snapshot too old": ("ORA-01555: snapshot too old: rollback segment too small", 1555),
     "no snapshot at time": ("ORA-08180: no snapshot found based on specified time", 8180),
     "invalid SCN": ("ORA-08181: specified number is not a valid system change number", 8181),
     "table changed": ("ORA-01466: unable to read data - table definition has changed", 1466),
+    "LOB snapshot too old": ("ORA-22924: snapshot too old", 22924),
+    "from a parallel query server": (
+        "ORA-12801: error signaled in parallel query server P001\n"
+        'ORA-01555: snapshot too old: rollback segment number 9 with name "_SYSSMU9$"'
+        " too small",
+        12801,
+    ),
 }
 FATAL = {
     "table missing": (
@@ -463,12 +507,10 @@ TYPES = [
     ("NCHAR", None, None, "text"),
     ("CLOB", None, None, "text"),
     ("NCLOB", None, None, "text"),
-    ("LONG", None, None, "text"),
     ("ROWID", None, None, "text"),
     ("UROWID", None, None, "text"),
     ("BLOB", None, None, "bytea"),
     ("RAW", None, None, "bytea"),
-    ("LONG RAW", None, None, "bytea"),
     ("INTERVAL DAY(2) TO SECOND(6)", None, 6, "interval"),
     ("INTERVAL YEAR(2) TO MONTH", None, 0, "interval"),
     ("BOOLEAN", None, None, "boolean"),
@@ -514,24 +556,32 @@ def test_json_is_written_digit_for_digit_with_nuls_cleaned() -> None:
     number, json_type = oracle_type("NUMBER", 9, 0), oracle_type("JSON", None, None)
     assert number is not None and json_type is not None
     reader = RowReader(["ID", "DOC"], [number, json_type], [0], [0], "strip")
-    document = {
-        "n": Decimal("12345678901234567890.123456789"),
-        "at": datetime(2024, 1, 2, 3, 4, 5),
-        "raw": b"\x01\x02",
-        "s": "a\x00b",
-        "list": [True, None, 1.5],
-    }
+    # Oracle's own text (JSON_SERIALIZE): a timestamp with its offset, a NUL escaped.
+    document = (
+        '{"n":12345678901234567890.123456789,"at":"2024-01-02T03:04:05+02:00",'
+        '"s":"a\\u0000b","list":[true,null,1.50,1e400]}'
+    )
 
     records, cleaned = reader.records([(Decimal(1), document)])
 
     assert records == [
         (
             1,
-            '{"n":12345678901234567890.123456789,"at":"2024-01-02T03:04:05","raw":"0102",'
-            '"s":"ab","list":[true,null,1.5]}',
+            '{"n":12345678901234567890.123456789,"at":"2024-01-02T03:04:05+02:00",'
+            '"s":"ab","list":[true,null,1.50,1E+400]}',
         )
     ]
     assert cleaned == 1
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_json_number_jsonb_cannot_hold_is_refused_by_row(constant: str) -> None:
+    number, json_type = oracle_type("NUMBER", 9, 0), oracle_type("JSON", None, None)
+    assert number is not None and json_type is not None
+    reader = RowReader(["ID", "DOC"], [number, json_type], [0], [0], "strip")
+
+    with pytest.raises(SourceError, match=rf"DOC of the row at \['7'\] holds {constant} inside"):
+        reader.records([(Decimal(7), f'{{"ratio": {constant}}}')])
 
 
 def test_text_that_oracle_knows_is_json_is_fetched_unparsed() -> None:
@@ -597,3 +647,96 @@ async def test_a_listener_that_never_hands_out_a_session_is_given_up_on(
     with pytest.raises(Retryable, match=r"did not accept a session within 0.2 s"):
         await asyncio.wait_for(read_all(config, Window(), 10), timeout=10)
     oracle.pools[0].close.assert_awaited_once_with(force=True)
+
+
+@pytest.mark.parametrize(("charset", "refused"), [("AL16UTF16", False), ("UTF8", True)])
+async def test_national_text_is_refused_where_thin_mode_cannot_read_it(
+    oracle: FakeOracle, make_config: Any, charset: str, refused: bool
+) -> None:
+    await oracle.conn.execute("UPDATE nls_database_parameters SET value = $1", charset)
+    await oracle.create_table("NATIONAL", {"ID": "NUMBER(9)", "NAME": "NVARCHAR2(40)"}, ["ID"])
+    config = configure(make_config, table="CRM.NATIONAL")
+
+    async with open_source(config.sources["crm"], config.syncs["opps"]) as source:
+        if refused:
+            with pytest.raises(SourceError, match=r"NAME of CRM.NATIONAL: .* set is UTF8; "):
+                await source.describe()
+        else:
+            assert [c.pg_type for c in (await source.describe()).columns] == ["integer", "text"]
+
+
+# -- what each statement means, checked with sqlglot ----------------------------------------
+
+BIND_FOR = {
+    "DATE": oracledb.DB_TYPE_DATE,
+    "TIMESTAMP(6)": oracledb.DB_TYPE_TIMESTAMP,
+    "TIMESTAMP(6) WITH TIME ZONE": oracledb.DB_TYPE_TIMESTAMP_TZ,
+    "NUMBER(12)": oracledb.DB_TYPE_NUMBER,
+}
+LOBS = ("CLOB", "NCLOB", "BLOB")
+
+
+def semantic_problems(sql: str, sizes: dict[str, Any], columns: dict[str, str]) -> list[str]:
+    """What Oracle would refuse or misread in ``sql``: a LONG under the inline view that
+    FETCH FIRST makes, a comparison on a LOB, a bind not of its column's type."""
+    tree = sqlglot.parse_one(sql, read="oracle")
+    problems = []
+    if tree.args.get("limit") or "FETCH FIRST" in sql:
+        problems += [
+            f"LONG {c.name} under FETCH FIRST"
+            for c in tree.expressions
+            if isinstance(c, sqlglot.exp.Column) and columns.get(c.name, "").startswith("LONG")
+        ]
+    comparisons = (sqlglot.exp.GT, sqlglot.exp.GTE, sqlglot.exp.LT, sqlglot.exp.LTE)
+    for node in tree.find_all(*comparisons, sqlglot.exp.Ordered):
+        column = node.this
+        if not isinstance(column, sqlglot.exp.Column):
+            continue
+        declared = columns.get(column.name, "")
+        if declared in LOBS:
+            problems.append(f"{declared} {column.name} compared or ordered")
+        bind = (
+            next(node.expression.find_all(sqlglot.exp.Placeholder), None)
+            if not isinstance(node, sqlglot.exp.Ordered)
+            else None
+        )
+        if bind is not None and sizes.get(bind.name) is not BIND_FOR.get(declared):
+            problems.append(f":{bind.name} bound as {sizes.get(bind.name)} for {declared}")
+    return problems
+
+
+@pytest.mark.parametrize("cursor", ["LAST_UPDATE_DATE", "UPDATED_AT", "CLOSED_AT"])
+async def test_every_statement_binds_each_value_as_its_columns_type_and_compares_no_lob(
+    oracle: FakeOracle, make_config: Any, cursor: str
+) -> None:
+    config, _ = make_config(
+        {"opps": {"source": "crm", "table": "CRM.OPPORTUNITIES", "target_table": "public.opps"}
+         | {"cursor": cursor, "lag": "30s", "lookback": "1m"}},
+        sources={"crm": SOURCES["crm"] | {"cursor_time_zone": "UTC"}},
+    )  # fmt: skip
+    window = Window(cursor_from="2025-01-01 00:00:02", lookback=timedelta(minutes=1))
+
+    await read_all(config, Window(), 2)
+    await read_all(config, window, 2)
+
+    reads = [s for s in oracle.statements if "OPPORTUNITIES" in s.sql and "ORDER BY" in s.sql]
+    assert len(reads) >= 4
+    for statement in reads:
+        assert semantic_problems(statement.sql, statement.sizes, OPPORTUNITIES) == []
+
+
+def test_the_semantic_check_sees_a_long_a_lob_and_a_wrong_bind() -> None:
+    sql = (
+        'SELECT "ID", "BODY" FROM "CRM"."T" WHERE "NOTES" > :after1 AND "AT" < :before'
+        ' ORDER BY "NOTES" FETCH FIRST 5 ROWS ONLY'
+    )
+    columns = {"ID": "NUMBER(12)", "BODY": "LONG", "NOTES": "CLOB", "AT": "TIMESTAMP(6)"}
+
+    problems = semantic_problems(sql, {"before": oracledb.DB_TYPE_DATE}, columns)
+
+    assert sorted(problems) == [
+        ":before bound as <DbType DB_TYPE_DATE> for TIMESTAMP(6)",
+        "CLOB NOTES compared or ordered",
+        "CLOB NOTES compared or ordered",
+        "LONG BODY under FETCH FIRST",
+    ]

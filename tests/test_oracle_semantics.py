@@ -183,8 +183,10 @@ async def test_rows_newer_than_the_lag_wait_and_lookback_catches_a_late_commit(
             (500, {utc_now} + interval '1 hour', 'dated in the future'),
             (501, {utc_now} - interval '10 seconds', 'younger than the lag')"""
     )
-    config = configure(
-        make_config, items=ITEMS_BY_TIME | {"batch_size": 8, "lookback": "10m", "lag": "1m"}
+    # The stamps are UTC wall-clock times: the application writes them in UTC.
+    config, _ = make_config(
+        {"items": ITEMS_BY_TIME | {"batch_size": 8, "lookback": "10m", "lag": "1m"}},
+        sources={"crm": SOURCES["crm"] | {"cursor_time_zone": "UTC"}},
     )
     first = await run_sync(config, "items")
     assert first.rows_read == 100
@@ -236,7 +238,7 @@ INSERT INTO "CRM"."TYPED" VALUES
   0.000000000000000000000000000000000000000001, 3.14159265358979323846264338327950288,
   1.0000000000000002, '2024-02-29 23:59:59', '2024-02-29 23:59:59.999999',
   '2024-03-31 01:30:00.123456+02', '2024-10-27 03:00:00+01', '1 year 2 months',
-  '-3 days 04:05:06.789',
+  '-2 days -19:54:53.211',
   'ab ', 'émoji 🚀 "quotes"', '\x6100620063'::bytea, '\x00ff10'::bytea, '\xdeadbeef'::bytea,
   true, '{"n": 12345678901234567890.123456789, "a": [1, 2.50, {"b": null}], "é": "ü"}', 'odd'),
  (2, 0, 0, 0, 0, 0, 0, 0, '0001-01-01 00:00:01', '1970-01-01', '1970-01-01 00:00:00+00',

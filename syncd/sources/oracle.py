@@ -57,6 +57,7 @@ from syncd.sources.oracle_types import (
     bind_value,
     json_text_unparsed,
     oracle_type,
+    refusal,
 )
 
 log = structlog.get_logger("syncd.sources.oracle")
@@ -200,7 +201,10 @@ _RETRYABLE = {
 }
 
 # Reading at an SCN that undo or flashback no longer cover (or after DDL on the table).
-_SNAPSHOT_GONE = {"ORA-01555", "ORA-08180", "ORA-08181", "ORA-01466"}
+_SNAPSHOT_GONE = {"ORA-01555", "ORA-08180", "ORA-08181", "ORA-01466", "ORA-22924"}
+"""ORA-22924: snapshot too old for a LOB read at the SCN."""
+
+_ORACLE_CODE = re.compile(r"\bORA-\d{5}\b")
 
 
 def classify(
@@ -215,12 +219,14 @@ def classify(
     # The first line names the error; later ones may say why (a refused connection,
     # a host not found). The help-portal link is left out.
     text = " ".join(line for line in str(exc).splitlines() if not line.startswith("Help:"))
-    if scn is not None and code in _SNAPSHOT_GONE:
+    # A parallel query server's error arrives wrapped, as ORA-12801 with the cause after it.
+    codes = {code, *_ORACLE_CODE.findall(text)}
+    if scn is not None and codes & _SNAPSHOT_GONE:
         return SnapshotExpired(
             f"Oracle can no longer read {reading} as of SCN {scn} ({text});"
             " the pass starts again at a new SCN"
         )
-    if code in _RETRYABLE or getattr(error, "isrecoverable", False):
+    if codes & _RETRYABLE or getattr(error, "isrecoverable", False):
         return Retryable(text)
     if code == "DPY-4001":
         return SourceError(f"no password for the Oracle user {user}: set password or password_file")
@@ -357,6 +363,10 @@ LEADING_INDEX_SQL = (
     " WHERE TABLE_OWNER = COALESCE(:owner, SYS_CONTEXT('USERENV', 'CURRENT_SCHEMA'))"
     " AND TABLE_NAME = :table_name AND COLUMN_POSITION = 1 AND COLUMN_NAME = :column_name"
 )
+NATIONAL_CHARSET_SQL = (
+    "SELECT VALUE FROM NLS_DATABASE_PARAMETERS WHERE PARAMETER = 'NLS_NCHAR_CHARACTERSET'"
+)
+_NATIONAL_TEXT = ("NCHAR", "NVARCHAR2", "NCLOB")
 CLOCK_SQL = "SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"
 WALL_CLOCK_SQL = "SELECT CAST(SYSTIMESTAMP AS TIMESTAMP) FROM DUAL"
 """The server's wall clock, in its operating system's zone: what SYSDATE gives."""
@@ -455,15 +465,13 @@ class OracleSource:
             )
         relation = Relation(
             table=".".join(_quote(part) for part in (self._table.schema, self._table.name) if part),
-            # No alias on SYS_EXTRACT_UTC: ORDER BY would take the alias over the column
-            # and sort by the expression, which no index on the column serves.
-            select=tuple(
-                f"SYS_EXTRACT_UTC({_quote(name)})" if types[name].at_utc else _quote(name)
-                for name in chosen
-            ),
+            select=tuple(_selected(_quote(name), types[name]) for name in chosen),
             order=tuple(_quote(name) for name in order),
             has_cursor=sync.cursor is not None,
             local_time_cursor=sync.cursor is not None and types[sync.cursor].local_time,
+        )
+        await self._refuse_national_text(
+            [name for name in chosen if found[name][0] in _NATIONAL_TEXT]
         )
         await self._refuse_null_keys(relation.table, [k for k in key if k in nullable])
         reader = RowReader(
@@ -495,10 +503,7 @@ class OracleSource:
     ) -> OracleType:
         mapped = oracle_type(data_type, precision, scale)
         if mapped is None:
-            raise SourceError(
-                f"column {name} of {self._table} is of type {data_type}, which syncd cannot"
-                " copy; leave it out with 'columns'"
-            )
+            raise SourceError(refusal(data_type, name, str(self._table)))
         return mapped
 
     def _order_bind(self, name: str, data_type: str, mapped: OracleType) -> oracledb.DbType:
@@ -526,6 +531,20 @@ class OracleSource:
                 f"the key of the source table {self._table} holds NULL ({', '.join(holding)}):"
                 " such rows cannot be ordered by the key, so nothing was copied; give them a"
                 " key value or choose a key that is never NULL"
+            )
+
+    async def _refuse_national_text(self, columns: list[str]) -> None:
+        """Thin mode reads NCHAR, NVARCHAR2 and NCLOB only in the AL16UTF16 national
+        character set; in any other it fails on the first row, so say so beforehand."""
+        if not columns:
+            return
+        ((charset,),) = await self._query(NATIONAL_CHARSET_SQL, reading="NLS_DATABASE_PARAMETERS")
+        if charset != "AL16UTF16":
+            raise SourceError(
+                f"{', '.join(columns)} of {self._table}: python-oracledb's thin mode reads"
+                f" national character columns only in AL16UTF16, and this database's national"
+                f" character set is {charset}; read them through a view that selects"
+                " TO_CHAR (or TO_CLOB) of each, or leave them out with 'columns'"
             )
 
     async def _missing_index(self, order: tuple[str, ...], quoted: tuple[str, ...]) -> str | None:
@@ -702,6 +721,16 @@ class OracleSource:
             )
             rows: list[Any] = await self._session.call(cursor.fetchall())
             return rows
+
+
+def _selected(column: str, mapped: OracleType) -> str:
+    """How a column is selected. No alias: ORDER BY would take an alias over the column
+    and sort by the expression, which no index on the column serves."""
+    if mapped.at_utc:
+        return f"SYS_EXTRACT_UTC({column})"
+    if mapped.serialized:
+        return f"JSON_SERIALIZE({column} RETURNING CLOB)"
+    return column
 
 
 def _quote(name: str) -> str:

@@ -43,6 +43,8 @@ class OracleType:
     """What a fetched value needs before asyncpg can encode it as ``pg_type``."""
     local_time: bool = False
     """A TIMESTAMP WITH LOCAL TIME ZONE."""
+    serialized: bool = False
+    """Selected as JSON_SERIALIZE(… RETURNING CLOB): a native JSON value as Oracle's text."""
 
     @property
     def is_time(self) -> bool:
@@ -61,9 +63,8 @@ def oracle_type(data_type: str, precision: int | None, scale: int | None) -> Ora
             bind = oracledb.DB_TYPE_TIMESTAMP if digits <= 6 else None
             return OracleType(f"timestamp({kept}) without time zone", bind)
         # A TIMESTAMP WITH TIME ZONE bind carries offset zero: the UTC value selected
-        # through SYS_EXTRACT_UTC comes back exact. LOCAL values are in the session's
-        # time zone, which is UTC.
-        # A LOCAL one is bound the same way and cast in the query (Relation.bind).
+        # through SYS_EXTRACT_UTC comes back exact. A LOCAL one is bound the same way and
+        # cast in the query (Relation.bind).
         bind = None if digits > 6 else oracledb.DB_TYPE_TIMESTAMP_TZ
         return OracleType(
             f"timestamp({kept}) with time zone",
@@ -74,9 +75,27 @@ def oracle_type(data_type: str, precision: int | None, scale: int | None) -> Ora
         )
     if data_type.startswith("INTERVAL YEAR"):
         return OracleType("interval", convert=_as_months)
-    if data_type.startswith("INTERVAL DAY"):
-        return OracleType("interval")
+    if match := _DAY_TO_SECOND.fullmatch(data_type):
+        return OracleType("interval") if int(match["digits"]) <= 6 else None
     return _FIXED.get(data_type)
+
+
+def refusal(data_type: str, column: str, table: str) -> str:
+    """Why a column of ``data_type`` cannot be copied, and what to do instead."""
+    named = f"column {column} of {table} is"
+    if data_type in ("LONG", "LONG RAW"):
+        return (
+            f"{named} {data_type}, which Oracle does not allow in the inline view that each"
+            f" batch's FETCH FIRST makes: read it through a view that selects"
+            f" TO_LOB({column}), or leave it out with 'columns'"
+        )
+    if _DAY_TO_SECOND.fullmatch(data_type):
+        return (
+            f"{named} {data_type}: PostgreSQL keeps intervals to the microsecond, and its"
+            f" nanoseconds would be cut off; read it through a view that selects"
+            f" CAST({column} AS INTERVAL DAY(9) TO SECOND(6)), or leave it out with 'columns'"
+        )
+    return f"{named} of type {data_type}, which syncd cannot copy; leave it out with 'columns'"
 
 
 def _number(precision: int | None, scale: int | None) -> OracleType:
@@ -110,6 +129,22 @@ def _as_text(value: str, clean: _Cleaner) -> str:
     return clean(value)
 
 
+class NonFiniteNumber(Exception):
+    """A JSON document holds NaN or Infinity, which JSON and jsonb have no number for."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NonFiniteNumber(name)
+
+
+def _as_json_text(value: str, clean: _Cleaner) -> str:
+    """Oracle's JSON text, checked and written digit for digit, with NULs cleaned."""
+    document = json.loads(
+        value, parse_float=Decimal, parse_int=Decimal, parse_constant=_refuse_constant
+    )
+    return _as_json(document, clean)
+
+
 def _as_json(value: Any, clean: _Cleaner) -> str:
     """JSON text for a value the driver decoded from Oracle's binary JSON.
 
@@ -140,6 +175,7 @@ def _as_json(value: Any, clean: _Cleaner) -> str:
 
 
 _TIMESTAMP = re.compile(r"TIMESTAMP\((?P<digits>\d)\)(?P<zone> WITH (?P<local>LOCAL )?TIME ZONE)?")
+_DAY_TO_SECOND = re.compile(r"INTERVAL DAY(\(\d\))? TO SECOND\((?P<digits>\d)\)")
 _TIME_BINDS = (
     oracledb.DB_TYPE_DATE,
     oracledb.DB_TYPE_TIMESTAMP,
@@ -158,14 +194,14 @@ _FIXED = {
     "NCHAR": OracleType("text", oracledb.DB_TYPE_NCHAR, convert=_as_text),
     "CLOB": OracleType("text", convert=_as_text),
     "NCLOB": OracleType("text", convert=_as_text),
-    "LONG": OracleType("text", convert=_as_text),
     "ROWID": OracleType("text"),
     "UROWID": OracleType("text"),
     "RAW": OracleType("bytea", oracledb.DB_TYPE_RAW),
     "BLOB": OracleType("bytea"),
-    "LONG RAW": OracleType("bytea"),
     "BOOLEAN": OracleType("boolean"),
-    "JSON": OracleType("jsonb", convert=_as_json),
+    # Oracle's own text: the driver's decoding drops the offset of a TIMESTAMP WITH TIME
+    # ZONE inside the document, and keeps a BINARY_DOUBLE NaN that jsonb cannot hold.
+    "JSON": OracleType("jsonb", convert=_as_json_text, serialized=True),
 }
 
 
@@ -224,6 +260,11 @@ class RowReader:
                         f"column {self._names[i]} of the row at {list(self.position(row))}"
                         " holds a NUL character, which PostgreSQL text cannot store"
                         " (the sync has nul: fail; strip or replace would clean it)"
+                    ) from None
+                except NonFiniteNumber as exc:
+                    raise SourceError(
+                        f"column {self._names[i]} of the row at {list(self.position(row))}"
+                        f" holds {exc} inside its JSON, which jsonb has no number for"
                     ) from None
                 cleaned += clean.changed
                 clean.changed = False

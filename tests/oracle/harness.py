@@ -50,6 +50,7 @@ import sqlglot
 from sqlglot import exp
 
 USER = "SYNCD"
+_SERIALIZED = re.compile(r"JSON_SERIALIZE\((\"[^\"]+\") RETURNING CLOB\)")
 WRITERS_ZONE = ZoneInfo("Europe/Berlin")
 DB_TIME_ZONE = timezone(timedelta(hours=-5))
 """DBTIMEZONE, in which Oracle reads a LOCAL TIME ZONE bind's naive fields."""
@@ -92,6 +93,8 @@ CREATE TABLE all_cons_columns (owner text, constraint_name text, table_name text
 CREATE TABLE all_tables (owner text, table_name text, num_rows numeric);
 CREATE TABLE all_ind_columns (index_owner text, index_name text, table_owner text,
     table_name text, column_name text, column_position integer);
+CREATE TABLE nls_database_parameters (parameter text, value text);
+INSERT INTO nls_database_parameters VALUES ('NLS_NCHAR_CHARACTERSET', 'AL16UTF16');
 CREATE TABLE dual (dummy text);
 INSERT INTO dual VALUES ('X');
 """
@@ -131,6 +134,8 @@ _STORAGE = {
     "BLOB": "bytea",
     "BOOLEAN": "boolean",
     "JSON": "jsonb",
+    "LONG": "text",
+    "LONG RAW": "bytea",
     "XMLTYPE": "xml",
 }
 
@@ -428,7 +433,8 @@ class FakeOracle:
         session = self.session_state
         cache_key = f"{session.nls_sort}/{session.nls_comp}/{self.clock}/{self.os_zone}/{sql}"
         if cache_key not in self._translated:
-            tree = sqlglot.parse_one(sql, read="oracle")
+            # sqlglot reads JSON_SERIALIZE without its RETURNING clause; a CLOB is text.
+            tree = sqlglot.parse_one(_SERIALIZED.sub(r"JSON_SERIALIZE(\1)", sql), read="oracle")
             names: list[str] = []
             texts = self._text_columns(tree)
 
@@ -456,6 +462,9 @@ class FakeOracle:
                 if isinstance(node, exp.Anonymous) and node.name.upper() == "SYS_EXTRACT_UTC":
                     value = node.expressions[0].transform(to_postgres)
                     return exp.AtTimeZone(this=value, zone=exp.Literal.string("UTC"))
+                if isinstance(node, exp.Anonymous) and node.name.upper() == "JSON_SERIALIZE":
+                    value = node.expressions[0].transform(to_postgres)
+                    return exp.Cast(this=value, to=exp.DataType.build("text"))
                 if isinstance(node, exp.Anonymous) and node.name.upper() == "SYS_CONTEXT":
                     return exp.Literal.string(USER)
                 if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPLTZ:
