@@ -8,6 +8,9 @@ fails here. Errors are real ``oracledb`` exceptions, built as the driver builds 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import socket
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +27,7 @@ from syncd.config import Config, OracleSourceConfig
 from syncd.errors import SourceError
 from syncd.retry import Retryable
 from syncd.sources import Limits, SnapshotExpired, Window, check_source, open_source
+from syncd.sources import oracle as oracle_source
 from syncd.sources.oracle import CLOCK_SQL, KEEPALIVE_MINUTES, classify
 from syncd.sources.oracle_types import (
     RowReader,
@@ -740,3 +744,44 @@ def test_the_semantic_check_sees_a_long_a_lob_and_a_wrong_bind() -> None:
         "CLOB NOTES compared or ordered",
         "LONG BODY under FETCH FIRST",
     ]
+
+
+async def test_the_host_is_looked_up_without_stalling_the_event_loop(
+    oracle: FakeOracle, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow_resolver(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        time.sleep(1.0)  # a resolver that takes its time, in the thread that asks it
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 1521))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    config = configure(make_config)
+    ticks = [time.perf_counter()]
+
+    async def measure_the_loop() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks.append(time.perf_counter())
+
+    ticking = asyncio.create_task(measure_the_loop())
+    looked_up = await oracle_source.resolved(SOURCES["crm"]["dsn"], within=5)
+    ticks.append(time.perf_counter())
+    ticking.cancel()
+    stalls = [later - earlier - 0.01 for earlier, later in itertools.pairwise(ticks)]
+    await read_all(config, Window(), 10)
+
+    assert looked_up == "10.1.2.3:1521/FREEPDB1"
+    assert max(stalls) < 0.1, f"the event loop stood still for {max(stalls):.2f} s"
+    assert oracle.pool_arguments[0]["dsn"] == looked_up, "the driver got a name to look up"
+
+
+async def test_a_host_that_cannot_be_looked_up_is_a_clear_retryable_error(
+    oracle: FakeOracle, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_such_host(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+
+    with pytest.raises(Retryable, match="cannot look up the Oracle host crm-db: Name or service"):
+        await read_all(configure(make_config), Window(), 10)
+    assert oracle.pools == [], "the driver was not left to look it up again"

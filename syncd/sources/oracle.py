@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
+import socket
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -117,9 +119,10 @@ class OracleSession:
 async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[OracleSession]:
     """One prepared session, dropped rather than released if a call was cut short."""
     connect_timeout = config.connect_timeout.total_seconds()
+    dsn = await resolved(config.dsn, connect_timeout)
     with _oracle_errors(config.user, reading=None):
         pool = oracledb.create_pool_async(
-            dsn=config.dsn,
+            dsn=dsn,
             user=config.user,
             password=config.secret(),
             min=0,
@@ -156,6 +159,48 @@ async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[OracleS
     finally:
         async with _at_most(RESET_S):
             await pool.close(force=True)
+
+
+_EASY_CONNECT = re.compile(
+    r"(?P<prefix>(?:tcp:)?(?://)?)(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*)(?P<rest>(?::\d+)?/.*)"
+)
+
+
+async def resolved(dsn: str, within: float) -> str:
+    """An Easy Connect string with its host name looked up on the event loop's resolver.
+
+    python-oracledb's thin mode resolves the host with a blocking getaddrinfo, which
+    stalls every other task while the resolver takes its time. Given an address, it has
+    nothing to look up. A TNS alias, a connect descriptor, several hosts or TLS (whose
+    certificate is checked against the name) are passed on as they are.
+    """
+    match = _EASY_CONNECT.fullmatch(dsn)
+    if match is None or _is_address(match["host"]):
+        return dsn
+    port = int(match["rest"].split("/")[0].lstrip(":") or 1521)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(within):
+            addresses = await loop.getaddrinfo(match["host"], port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise Retryable(
+            f"looking up the Oracle host {match['host']} took over {within:g} s"
+        ) from None
+    except OSError as exc:
+        raise Retryable(
+            f"cannot look up the Oracle host {match['host']}: {exc.strerror or exc}"
+        ) from None
+    address = str(addresses[0][4][0])
+    host = f"[{address}]" if ":" in address else address
+    return f"{match['prefix']}{host}{match['rest']}"
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @asynccontextmanager
