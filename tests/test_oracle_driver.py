@@ -89,7 +89,7 @@ async def test_the_pool_holds_one_prepared_session_named_syncd(
 
     assert oracle.pool_arguments == [
         {
-            "dsn": "crm-db:1521/FREEPDB1",
+            "dsn": "10.0.0.15:1521/FREEPDB1",  # crm-db, looked up beforehand
             "user": "SYNCD",
             "password": "pw",
             "min": 0,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,8 @@ import sqlglot
 from sqlglot import exp
 
 USER = "SYNCD"
+HOST, HOST_ADDRESS = "crm-db", "10.0.0.15"
+"""The fake database's host name in the tests' DSNs, and the address it resolves to."""
 _SERIALIZED = re.compile(r"JSON_SERIALIZE\((\"[^\"]+\") RETURNING CLOB\)")
 WRITERS_ZONE = ZoneInfo("Europe/Berlin")
 DB_TIME_ZONE = timezone(timedelta(hours=-5))
@@ -229,10 +232,19 @@ class FakeOracle:
         return self._conn
 
     def install(self, monkeypatch: Any) -> None:
-        """Make ``oracledb.create_pool_async`` hand out pools onto this database."""
+        """Make ``oracledb.create_pool_async`` hand out pools onto this database, and the
+        name of its host resolve to HOST_ADDRESS."""
         create_pool = create_autospec(oracledb.create_pool_async, spec_set=True)
         create_pool.side_effect = self._create_pool
         monkeypatch.setattr(oracledb, "create_pool_async", create_pool)
+        resolve = socket.getaddrinfo
+
+        def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+            if host == HOST:
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (HOST_ADDRESS, 1521))]
+            return resolve(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
     async def create_table(
         self,
