@@ -276,7 +276,16 @@ class _Run:
         )
         try:
             reached_end = False
+            previous_end: Position | None = None
             while (batch := await handoff.receive(handed_over, fetcher)) is not None:
+                if batch.end == previous_end:
+                    # The keyset did not move: the source compares positions otherwise than
+                    # it orders rows (a bind of the wrong type, say), and would loop forever.
+                    raise SourceError(
+                        f"the source returned rows up to {list(batch.end)} twice: its"
+                        " comparison of positions disagrees with its order"
+                    )
+                previous_end = batch.end
                 reached_end = phase.final and batch.exhausted
                 await self._commit(table, batch, phase, reached_end, direct)
                 if self.engine.stop.is_set():

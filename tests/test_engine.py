@@ -21,6 +21,7 @@ from syncd.errors import (
     SyncdError,
     TargetError,
 )
+from syncd.sources.postgres import PostgresSource
 from tests.helpers import Recorder, create_items, fingerprint, run_sync
 
 ITEMS = {"table": "src.items", "key": ["id"], "target_table": "public.items"}
@@ -565,3 +566,21 @@ async def test_without_an_index_on_the_cursor_each_run_reads_in_one_pass(
     second = await run_sync(config, "items")
     assert (first.rows_read, second.rows_read, second.batches) == (1_000, 10, 1)
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
+
+
+async def test_a_keyset_that_does_not_move_stops_the_run_instead_of_looping(
+    conn: asyncpg.Connection, make_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create_items(conn, 10)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 1}})
+    compare = PostgresSource._compare
+
+    def at_or_after(described, order, operator, position, offset):  # type: ignore[no-untyped-def]
+        # A source whose "after" takes the position's own row again, as a bind of the
+        # wrong type does in Oracle.
+        return compare(described, order, ">=" if operator == ">" else operator, position, offset)
+
+    monkeypatch.setattr(PostgresSource, "_compare", staticmethod(at_or_after))
+
+    with pytest.raises(SourceError, match=r"returned rows up to .* twice"):
+        await asyncio.wait_for(run_sync(config, "items"), timeout=30)

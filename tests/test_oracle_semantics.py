@@ -66,6 +66,10 @@ async def test_a_thousand_ties_at_a_fractional_second_neither_skip_nor_repeat(
 
     assert (result.status, result.rows_read) == ("succeeded", 1_000)
     assert result.batches == math.ceil(1_000 / 7)
+    # Each batch's query asks Oracle for one batch of rows, not for the rest of the table.
+    reads = [s for s in oracle.statements if '"CRM"."ITEMS"' in s.sql and "ORDER BY" in s.sql]
+    assert len(reads) == result.batches  # the last, short, says there is no more
+    assert max(s.rows_returned for s in reads) == 7
     assert await fingerprint(conn, "public.items") == await fingerprint(
         conn, '"CRM"."ITEMS"', key='"ID"'
     )

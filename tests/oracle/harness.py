@@ -183,6 +183,8 @@ class Statement:
     arraysize: int
     prefetchrows: int
     outputtypehandler: Any
+    rows_returned: int = 0
+    """The rows the server produced for it, whether or not they were fetched."""
 
 
 @dataclass
@@ -381,6 +383,7 @@ class FakeOracle:
             if self.before_execute is not None:
                 self.before_execute(statement)
             rows[:] = await self._run(statement, binds, dict(sizes), fetch_lobs, fetch_decimals)
+            self.statements[-1].rows_returned = len(rows)
             sizes.clear()
 
         async def fetchmany(size: int | None = None) -> list[tuple[Any, ...]]:
