@@ -253,6 +253,17 @@ class RetryConfig(_Model):
     max_delay: Duration = timedelta(seconds=60)
 
 
+class SchemaChangePolicy(_Model):
+    """What a run does when the source's columns changed since the last run."""
+
+    new_column: Literal["add", "ignore", "fail"] = "add"
+    """add: add it to the target and backfill it for every existing row."""
+    dropped_column: Literal["keep", "fail"] = "keep"
+    """keep: the target keeps the column; rows written from then on get NULL there."""
+    type_change: Literal["widen", "fail"] = "widen"
+    """widen: alter the target where no value can change; anything else stops the run."""
+
+
 class SyncConfig(_Model):
     source: str
     table: str | None = None
@@ -268,6 +279,7 @@ class SyncConfig(_Model):
     make a batch of ``batch_size`` rows outgrow memory."""
     schedule: Schedule | None = None
     retry: RetryConfig = RetryConfig()
+    schema_changes: SchemaChangePolicy = SchemaChangePolicy()
     types: dict[str, str] = {}
     """PostgreSQL types for target columns, by source column name, instead of the mapped ones."""
     lag: Duration | None = None

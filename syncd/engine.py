@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from syncd import clock, handoff, pg, retry
+from syncd import clock, handoff, pg, retry, schema
 from syncd.config import DATABASE_TIME_ZONE, Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.redact import scrub
@@ -58,6 +58,9 @@ class RunRequest:
     batch_size: int | None = None
     full_refresh: bool = False
     run_id: str = field(default_factory=new_run_id)
+    backfill_batches: int | None = None
+    """At most this many backfill batches in this run, so a daemon keeps its schedule
+    while a big table is filled in; None goes on to the end."""
 
 
 @dataclass
@@ -71,6 +74,8 @@ class RunResult:
     error: str | None = None
     missing_index: str | None = None
     """The CREATE INDEX the source lacks for reading by batches, when it lacks one."""
+    schema_changes: list[str] = field(default_factory=list)
+    """What the run did about each change of the source's columns: added, widened…"""
 
     @property
     def rows_unchanged(self) -> int:
@@ -107,6 +112,8 @@ class _Phase:
     pinned: Position | None = None
     """Stored instead of each batch's end while re-reading below the saved position."""
     final: bool = True
+    backfill: bool = False
+    """Reads the whole table by key to fill in new columns; keeps a position of its own."""
 
 
 class Engine:
@@ -236,11 +243,21 @@ class _Run:
                 await asyncio.sleep(wait)
 
     async def _attempt(self, source: Source) -> None:
-        """Read from the saved position to the end, as one or two keyset phases."""
+        """Follow the source's columns, then read from the saved position to the end as
+        one or two keyset phases, then go on with a backfill if one is under way."""
         conn = self.writer.conn
         shape = await source.describe()
         self.result.missing_index = shape.missing_index
-        table = TargetTable(self.sync.target, shape, self.sync.types)
+        state = await self.store.load(conn, self.name)
+        followed = await self._follow_schema(shape, state)
+        written = replace(
+            shape, columns=tuple(c for c in shape.columns if c.name not in followed.ignored)
+        )
+        table = TargetTable(self.sync.target, written, self.sync.types, nulled=followed.dropped)
+        async with conn.transaction():
+            if await table.exists(conn):
+                await table.follow(conn, followed.add, followed.widen)
+            await self._save_schema(shape, state, followed)
         await table.prepare(conn)
         state = await self.store.load(conn, self.name)
         full_refresh = self.request.full_refresh and self.result.batches == 0
@@ -255,6 +272,62 @@ class _Run:
             await self._phase(source, table, phase, direct)
             direct = False
             self.lookback_done = True
+        state = await self.store.load(conn, self.name)
+        if state.backfill_columns:
+            backfill = _Phase(Window(after=state.backfill_position, by_key=True), backfill=True)
+            await self._phase(source, table, backfill, direct=False)
+
+    async def _follow_schema(self, shape: Shape, state: SyncState) -> schema.Followed:
+        """What this run does about the source's columns, refusing what the policy refuses
+        before anything is written. Each change is logged and kept in the history."""
+        policy = self.sync.schema_changes
+        if state.source_columns is None:  # the first run to look: nothing to compare with
+            return schema.Followed()
+        followed = schema.follow(
+            state.source_columns, shape, policy, state.ignored_columns, state.dropped_columns
+        )
+        for change in followed.changes:
+            log.warning(
+                "schema_change",
+                column=change.column,
+                change=change.change,
+                old_type=change.old_type,
+                new_type=change.new_type,
+                action=change.action,
+            )
+            self.result.schema_changes.append(change.action)
+        for name in followed.ignored:
+            if name not in {change.column for change in followed.changes}:
+                log.info("schema_change", column=name, change="added", action="ignored")
+        if followed.refused:
+            await self.store.record_changes(
+                self.writer.conn, self.name, self.request.run_id, _history(followed.changes)
+            )
+            raise schema.refusal(followed.refused, policy)
+        return followed
+
+    async def _save_schema(self, shape: Shape, state: SyncState, followed: schema.Followed) -> None:
+        """Remember the columns seen, in the transaction that altered the target."""
+        columns = schema.columns_of(shape)
+        if columns == state.source_columns and not followed.changes:
+            return
+        conn = self.writer.conn
+        backfill = followed.backfill
+        if backfill and self.sync.cursor is None:
+            # A sync without a cursor re-reads every row each pass: start the pass over.
+            await self.store.restart_pass(conn, self.name)
+            backfill = []
+        await self.store.save_schema(
+            conn,
+            self.name,
+            columns=columns,
+            ignored=followed.ignored,
+            dropped=followed.dropped,
+            backfill=backfill,
+        )
+        await self.store.record_changes(
+            conn, self.name, self.request.run_id, _history(followed.changes)
+        )
 
     def _fall_back(self, shape: Shape, state: SyncState) -> timedelta:
         """How far a zone-less cursor's clock was set back since the saved position."""
@@ -276,6 +349,7 @@ class _Run:
         )
         try:
             reached_end = False
+            backfilled = 0
             previous_end: Position | None = None
             while (batch := await handoff.receive(handed_over, fetcher)) is not None:
                 if batch.end == previous_end:
@@ -290,8 +364,19 @@ class _Run:
                 await self._commit(table, batch, phase, reached_end, direct)
                 if self.engine.stop.is_set():
                     raise _StopRequested
-            if phase.final and not reached_end:
+                backfilled += phase.backfill
+                if backfilled == self.request.backfill_batches:
+                    return  # the rest in a later run
+            if phase.backfill and not reached_end:
+                await self.store.finish_backfill(self.writer.conn, self.name)
+            elif phase.final and not reached_end:
                 await self.store.mark_complete(self.writer.conn, self.name)
+        except handoff.ReaderGone:
+            # The writer lost its stream because the fetcher failed: that failure is the cause.
+            await asyncio.wait({fetcher}, timeout=FETCHER_UNWIND_S)
+            if fetcher.done() and not fetcher.cancelled() and fetcher.exception() is not None:
+                raise fetcher.exception() from None  # type: ignore[misc]
+            raise
         finally:
             await handoff.stop(fetcher, within=FETCHER_UNWIND_S)
 
@@ -309,7 +394,7 @@ class _Run:
                 rows_fetched += self.limits.rows
                 if not batch.exhausted and (self.rows_estimate or 0) < rows_fetched:
                     remaining = await source.estimate_rows(
-                        Window(after=batch.end, until=window.until)
+                        Window(after=batch.end, until=window.until, by_key=window.by_key)
                     )
                     self.rows_estimate = rows_fetched + (remaining or 0)
 
@@ -337,8 +422,19 @@ class _Run:
         began = time.monotonic()
         try:
             async with conn.transaction():
-                rows, written = await _write(table, conn, batch, direct)
-                await self._record(batch, position, rows, written, complete)
+                rows, written = await _write(table, conn, batch, direct, phase.backfill)
+                if phase.backfill:
+                    await self.store.commit_backfill(
+                        conn,
+                        sync_name=self.name,
+                        run_id=self.request.run_id,
+                        position=batch.end,
+                        rows_read=rows,
+                        rows_written=written,
+                        done=batch.exhausted,
+                    )
+                else:
+                    await self._record(batch, position, rows, written, complete)
         except TargetError as exc:
             raise TargetError(f"sync {self.name!r}: {exc}") from None
         result = self.result
@@ -372,15 +468,19 @@ class _Run:
 
 
 async def _write(
-    table: TargetTable, conn: asyncpg.Connection, batch: Batch, direct: bool
+    table: TargetTable, conn: asyncpg.Connection, batch: Batch, direct: bool, backfill: bool
 ) -> tuple[int, int]:
     try:
-        return await table.write(conn, batch, direct=direct)
+        return await table.write(conn, batch, direct=direct, backfill=backfill)
     except asyncpg.CardinalityViolationError:
         keys = ", ".join(table.shape.key)
         raise SourceError(
             f"the key ({keys}) is not unique in the source: one batch holds a key twice"
         ) from None
+
+
+def _history(changes: list[schema.Change]) -> list[tuple[str, str, str | None, str | None, str]]:
+    return [(c.column, c.change, c.old_type, c.new_type, c.action) for c in changes]
 
 
 def _plan(

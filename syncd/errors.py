@@ -54,3 +54,9 @@ class Unavailable(SyncdError):
     """A service that syncd needs or offers is not available right now."""
 
     exit_code = 69  # EX_UNAVAILABLE
+
+
+class SchemaChanged(SyncdError):
+    """The source's columns changed in a way the sync's schema_changes policy refuses."""
+
+    exit_code = 65  # EX_DATAERR

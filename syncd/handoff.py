@@ -56,6 +56,10 @@ def mark_seen(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class ReaderGone(ConnectionAbortedError):
+    """A stream ended because its reader was stopped: the reader's own outcome says why."""
+
+
 class ByteStream:
     """One batch's COPY data on its way from the source to the target, in order.
 
@@ -80,7 +84,7 @@ class ByteStream:
     def fail(self, error: BaseException) -> None:
         if not self._outcome.done():
             if not isinstance(error, Exception):
-                error = ConnectionAbortedError("reading the source stopped mid-batch")
+                error = ReaderGone("reading the source stopped mid-batch")
             self._outcome.set_exception(error)
 
     @property

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -23,7 +23,12 @@ from syncd.pg import Conn
 
 Position = tuple[str | None, ...]
 
-_MIGRATIONS = ("0001_state.sql", "0002_snapshots_and_cleaning.sql", "0003_positions_as_json.sql")
+_MIGRATIONS = (
+    "0001_state.sql",
+    "0002_snapshots_and_cleaning.sql",
+    "0003_positions_as_json.sql",
+    "0004_schema_changes.sql",
+)
 
 
 def _sql(name: str, schema: str) -> str:
@@ -45,6 +50,13 @@ class SyncState:
     holder_run_id: str | None
     last_error: str | None
     snapshot: str | None
+    source_columns: list[tuple[str, str, str]] | None = None
+    """The source's columns as the last run saw them: (name, type, target name)."""
+    ignored_columns: list[str] = field(default_factory=list)
+    dropped_columns: list[str] = field(default_factory=list)
+    backfill_columns: list[str] = field(default_factory=list)
+    """Columns being filled in for the rows already in the target."""
+    backfill_position: Position | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,15 @@ class StateStore:
             holder_run_id=row["holder_run_id"],
             last_error=row["last_error"],
             snapshot=row["snapshot"],
+            source_columns=(
+                None
+                if row["source_columns"] is None
+                else [tuple(column) for column in json.loads(row["source_columns"])]
+            ),
+            ignored_columns=list(row["ignored_columns"]),
+            dropped_columns=list(row["dropped_columns"]),
+            backfill_columns=list(row["backfill_columns"]),
+            backfill_position=_position_from_json(row["backfill_position"]),
         )
 
     async def start_run(self, conn: Conn, sync_name: str, run_id: str, trigger: str) -> None:
@@ -230,6 +251,86 @@ class StateStore:
             run_id,
             None if complete else snapshot,
             values_cleaned,
+        )
+
+    async def save_schema(
+        self,
+        conn: Conn,
+        sync_name: str,
+        *,
+        columns: list[tuple[str, str, str]],
+        ignored: list[str],
+        dropped: list[str],
+        backfill: list[str],
+    ) -> None:
+        """The source's columns as this run sees them, and what follows from a change;
+        ``backfill`` starts a backfill of those columns from the first key."""
+        await conn.execute(
+            f"UPDATE {self._table} SET source_columns = $2::json, ignored_columns = $3,"
+            " dropped_columns = $4,"
+            " backfill_position = CASE WHEN cardinality($5::text[]) > 0 THEN NULL"
+            " ELSE backfill_position END,"
+            " backfill_columns = ARRAY(SELECT DISTINCT unnest(backfill_columns || $5::text[]))"
+            " WHERE sync_name = $1",
+            sync_name,
+            json.dumps(columns),
+            ignored,
+            dropped,
+            backfill,
+        )
+
+    async def record_changes(
+        self,
+        conn: Conn,
+        sync_name: str,
+        run_id: str,
+        changes: list[tuple[str, str, str | None, str | None, str]],
+    ) -> None:
+        """History: (column, change, old type, new type, action) for each change."""
+        await conn.executemany(
+            f"INSERT INTO {quote_ident(self.schema)}.schema_changes"
+            " (sync_name, run_id, column_name, change, old_type, new_type, action)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(sync_name, run_id, *change) for change in changes],
+        )
+
+    async def commit_backfill(
+        self,
+        conn: Conn,
+        *,
+        sync_name: str,
+        run_id: str,
+        position: Position,
+        rows_read: int,
+        rows_written: int,
+        done: bool,
+    ) -> None:
+        """Record a backfill batch; call inside the transaction that wrote its rows."""
+        await conn.execute(
+            f"UPDATE {self._table}"
+            " SET backfill_position = CASE WHEN $3 THEN NULL ELSE $2::json END,"
+            " backfill_columns = CASE WHEN $3 THEN '{}' ELSE backfill_columns END,"
+            " total_synced = total_synced + $4 WHERE sync_name = $1",
+            sync_name,
+            json.dumps(list(position)),
+            done,
+            rows_written,
+        )
+        await conn.execute(
+            f"UPDATE {self._runs} SET batches = batches + 1, rows_read = rows_read + $2,"
+            " rows_written = rows_written + $3, rows_unchanged = rows_unchanged + $2 - $3"
+            " WHERE run_id = $1",
+            run_id,
+            rows_read,
+            rows_written,
+        )
+
+    async def finish_backfill(self, conn: Conn, sync_name: str) -> None:
+        """The backfill read past the last key: every row has its new columns."""
+        await conn.execute(
+            f"UPDATE {self._table} SET backfill_columns = '{{}}', backfill_position = NULL"
+            " WHERE sync_name = $1",
+            sync_name,
         )
 
     async def mark_complete(self, conn: Conn, sync_name: str) -> None:
@@ -278,6 +379,7 @@ class StateStore:
             await conn.execute(
                 f"UPDATE {self._table} SET position = NULL, snapshot = NULL, current_offset = 0,"
                 " total_synced = 0, last_sync_at = NULL, is_complete = false,"
+                " backfill_columns = '{}', backfill_position = NULL,"
                 " last_error = NULL, reset_at = clock_timestamp() WHERE sync_name = $1",
                 sync_name,
             )

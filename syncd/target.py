@@ -17,9 +17,11 @@ import asyncpg
 from syncd.errors import SchemaMismatch, SyncdError, TargetError
 from syncd.identifiers import TableName, quote_ident
 from syncd.retry import is_retryable
-from syncd.sources import Batch, CopyBatch, Shape
+from syncd.sources import Batch, Column, CopyBatch, Shape
 
 _STAGING = "syncd_staging"
+LOCK_TIMEOUT_S = 5.0
+"""How long altering the target table may wait for its lock."""
 _BEFORE_UPSERT = "syncd_before_upsert"
 _TEXT_TYPES = ("text", "text[]")
 
@@ -40,11 +42,17 @@ class TargetTable:
     """One sync's target table, bound to the connection that writes its batches."""
 
     def __init__(
-        self, name: TableName, shape: Shape, type_overrides: dict[str, str] | None = None
+        self,
+        name: TableName,
+        shape: Shape,
+        type_overrides: dict[str, str] | None = None,
+        nulled: list[str] | None = None,
     ) -> None:
         self.name = name
         self.shape = shape
         self._overrides = type_overrides or {}
+        self._nulled = nulled or []
+        """Target columns the source no longer has: NULL in every row written."""
         unknown = set(self._overrides) - {c.name for c in shape.columns}
         if unknown:
             raise SchemaMismatch(
@@ -54,22 +62,60 @@ class TargetTable:
         self._direct_copy_possible = False
         self._columns: dict[str, _TargetColumn] = {}
         self._upsert = ""
+        self._backfill_upsert = ""
 
-    def _upsert_sql(self) -> str:
+    def _upsert_sql(self, *, backfill: bool) -> str:
+        """The upsert from staging. A backfill's rows were read in key order, perhaps
+        before a run wrote a newer version of the same row: they never replace a row
+        whose cursor is newer than theirs."""
         keys = {self.shape.column(k).target_name for k in self.shape.key}
-        values = [c.target_name for c in self.shape.columns if c.target_name not in keys]
+        written = [c.target_name for c in self.shape.columns] + self._nulled
+        values = [name for name in written if name not in keys]
         conflict = ", ".join(quote_ident(k) for k in keys)
-        converted = ", ".join(self._converted(c.target_name, c.pg_type) for c in self.shape.columns)
+        converted = [self._converted(c.target_name, c.pg_type) for c in self.shape.columns]
+        converted += ["NULL"] * len(self._nulled)
         head = (
-            f"INSERT INTO {self.name.sql} AS t ({self._column_list}) SELECT {converted}"
-            f" FROM pg_temp.{_STAGING} ON CONFLICT ({conflict})"
+            f"INSERT INTO {self.name.sql} AS t ({', '.join(map(quote_ident, written))})"
+            f" SELECT {', '.join(converted)} FROM pg_temp.{_STAGING} ON CONFLICT ({conflict})"
         )
         if not values:
             return head + " DO NOTHING"
         assignments = ", ".join(f"{quote_ident(v)} = EXCLUDED.{quote_ident(v)}" for v in values)
         old = ", ".join(f"t.{quote_ident(v)}" for v in values)
         new = ", ".join(f"EXCLUDED.{quote_ident(v)}" for v in values)
-        return f"{head} DO UPDATE SET {assignments} WHERE ROW({old})::record *<> ROW({new})::record"
+        condition = f"ROW({old})::record *<> ROW({new})::record"
+        if backfill and self.shape.cursor is not None:
+            cursor = quote_ident(self.shape.column(self.shape.cursor).target_name)
+            condition += f" AND t.{cursor} <= EXCLUDED.{cursor}"
+        return f"{head} DO UPDATE SET {assignments} WHERE {condition}"
+
+    async def follow(
+        self, conn: asyncpg.Connection, add: list[Column], widen: list[Column]
+    ) -> None:
+        """Add new columns and widen grown ones, in the caller's transaction. A busy table
+        fails the run at once, with that reason, rather than queueing every writer behind
+        the ALTER's lock; the next run tries again."""
+        if not add and not widen:
+            return
+        await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+        changes = [
+            f"ADD COLUMN IF NOT EXISTS {quote_ident(c.target_name)}"
+            f" {self._overrides.get(c.name, c.pg_type)}"
+            for c in add
+        ] + [
+            f"ALTER COLUMN {quote_ident(c.target_name)} TYPE {c.pg_type}"
+            for c in widen
+            if c.name not in self._overrides  # a type of the config's own stays
+        ]
+        if not changes:
+            return
+        try:
+            await conn.execute(f"ALTER TABLE {self.name.sql} {', '.join(changes)}")
+        except asyncpg.LockNotAvailableError:
+            raise TargetError(
+                f"the target table {self.name} is busy: it could not be altered within"
+                f" {LOCK_TIMEOUT_S:g} s; the next run tries again"
+            ) from None
 
     def _converted(self, name: str, staged_type: str) -> str:
         """A staging column as the target column's type.
@@ -99,7 +145,8 @@ class TargetTable:
                 + "; add it or drop the table so syncd can create it"
             )
         self._columns = existing
-        self._upsert = self._upsert_sql()
+        self._upsert = self._upsert_sql(backfill=False)
+        self._backfill_upsert = self._upsert_sql(backfill=True)
         # Staging holds the values as the source sends them, in built-in types only, so
         # it never names a type that exists in the source database alone.
         staging_columns = ", ".join(
@@ -160,11 +207,14 @@ class TargetTable:
                 f"the target table {self.name} does not fit the source: {exc}"
             ) from None
 
+    async def exists(self, conn: asyncpg.Connection) -> bool:
+        return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.name.sql)  # type: ignore[no-any-return]
+
     async def is_empty(self, conn: asyncpg.Connection) -> bool:
         return not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {self.name.sql})")
 
     async def write(
-        self, conn: asyncpg.Connection, batch: Batch, *, direct: bool
+        self, conn: asyncpg.Connection, batch: Batch, *, direct: bool, backfill: bool = False
     ) -> tuple[int, int]:
         """Write ``batch`` inside the caller's transaction; the rows read and the rows
         inserted or changed.
@@ -182,7 +232,8 @@ class TargetTable:
         rows = await self._copy(conn, batch, _STAGING, None)
         try:
             # One round trip: the savepoint keeps the staged rows if the upsert fails.
-            status = await conn.execute(f"SAVEPOINT {_BEFORE_UPSERT}; {self._upsert}")
+            upsert = self._backfill_upsert if backfill else self._upsert
+            status = await conn.execute(f"SAVEPOINT {_BEFORE_UPSERT}; {upsert}")
         except asyncpg.DataError as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_BEFORE_UPSERT}")
             culprit = await self._find_rejected_value(conn, rows)

@@ -13,10 +13,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from syncd.engine import Engine
-from syncd.errors import SyncdError
+from syncd.errors import SourceError, SyncdError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.runner import Runner
+from syncd.sources import Window
+from syncd.sources.postgres import PostgresSource
 from tests.conftest import ConfigFactory
 from tests.helpers import Recorder, create_items, eventually, fingerprint, run_sync, wait_for_value
 
@@ -240,3 +242,29 @@ async def test_the_watchdog_stops_while_a_run_makes_no_progress_and_resumes_afte
         await blocker.close()
         systemd.close()
         notifier.close()
+
+
+async def test_a_fetcher_that_fails_after_handing_over_a_stream_fails_the_run_with_its_error(
+    conn: asyncpg.Connection, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fetcher hands a batch's stream over before copying into it. Failing in between,
+    the stream must end, or the writer would wait on it for ever, and the run must say
+    what failed, not that a stream broke."""
+    await create_items(conn, 1)
+    await conn.execute("ANALYZE src.items")  # the estimate: one row, soon passed
+    await create_items(conn, 499, start_id=2)
+    config, _ = make_config({"items": ITEMS_BY_TIME | {"batch_size": 10}})
+    estimate = PostgresSource.estimate_rows
+    calls = 0
+
+    async def fails_the_second_time(self: PostgresSource, window: Window) -> int | None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise SourceError("the estimate could not be read")
+        return await estimate(self, window)
+
+    monkeypatch.setattr(PostgresSource, "estimate_rows", fails_the_second_time)
+
+    with pytest.raises(SourceError, match="the estimate could not be read"):
+        await asyncio.wait_for(run_sync(config, "items"), timeout=30)

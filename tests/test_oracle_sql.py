@@ -51,25 +51,25 @@ BY_TIME = Relation(
         '"AMOUNT"',
     ),
     order=('"LAST_UPDATE_DATE"', '"OPPORTUNITY_ID"'),
-    has_cursor=True,
+    cursor='"LAST_UPDATE_DATE"',
 )
 BY_KEY = Relation(
     table='"CRM"."OPPORTUNITIES"',
     select=('"OPPORTUNITY_ID"', '"AMOUNT"'),
     order=('"OPPORTUNITY_ID"',),
-    has_cursor=False,
+    cursor=None,
 )
 BY_COMPOUND_KEY = Relation(
     table='"CRM"."OPPORTUNITIES"',
     select=('"REGION"', '"OPPORTUNITY_ID"', '"LINE_NO"', '"AMOUNT"'),
     order=('"REGION"', '"OPPORTUNITY_ID"', '"LINE_NO"'),
-    has_cursor=False,
+    cursor=None,
 )
 BY_NUMBER = Relation(
     table='"CRM"."OPPORTUNITIES"',
     select=('"OPPORTUNITY_ID"', '"CHANGE_SEQ"'),
     order=('"CHANGE_SEQ"', '"OPPORTUNITY_ID"'),
-    has_cursor=True,
+    cursor='"CHANGE_SEQ"',
 )
 
 SELECT_BY_TIME = (
@@ -188,7 +188,7 @@ def test_a_misspelt_column_fails_to_qualify() -> None:
         table='"CRM"."OPPORTUNITIES"',
         select=('"OPPORTUNITY_ID"', '"AMMOUNT"'),
         order=('"OPPORTUNITY_ID"',),
-        has_cursor=False,
+        cursor=None,
     )
     sql = batch_sql(misspelt, Bounds(after=True), 1000)
 

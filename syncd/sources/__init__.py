@@ -59,6 +59,8 @@ class Window:
     """Up to and including this position; None is the end of the source."""
     snapshot: str | None = None
     """The snapshot a resumed pass must keep reading at (an Oracle SCN), if it had one."""
+    by_key: bool = False
+    """In key order alone, the cursor aside, as a backfill reads the whole table."""
 
 
 @dataclass(frozen=True)

@@ -317,8 +317,9 @@ class Relation:
     table: str
     select: tuple[str, ...]
     order: tuple[str, ...]
-    """The cursor (if any) then the key columns."""
-    has_cursor: bool
+    """The cursor (if any) then the key columns; the key columns alone for a backfill."""
+    cursor: str | None
+    """Rows whose cursor is NULL are not read, whether or not the order includes it."""
     local_time_cursor: bool = False
     """The cursor is a TIMESTAMP WITH LOCAL TIME ZONE. Its binds travel as TIMESTAMP WITH
     TIME ZONE at +00:00 and are cast back in the query, so that the index still serves:
@@ -352,7 +353,7 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     """The query for one batch of at most ``limit`` rows (a literal), or, without a limit,
     for the whole window in keyset order."""
     order = relation.order
-    cursor = order[0]
+    cursor = relation.cursor or order[0]
     conditions = []
     if bounds.after:
         conditions.append(_beyond(relation, "after", ">=", ">", ">"))
@@ -362,9 +363,10 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
         conditions.append(_beyond(relation, "until", "<=", "<", "<="))
     if bounds.before:
         conditions.append(f"{cursor} < {relation.bind('before', 0)}")
-    if relation.has_cursor and not conditions:
+    bounded = bounds.since or bounds.before or (bounds.after and order[0] == relation.cursor)
+    if relation.cursor is not None and not bounded:
         # A NULL cursor has no place in the order; sqlglot spells IS NOT NULL this way.
-        conditions.append(f"NOT {cursor} IS NULL")
+        conditions.insert(0, f"NOT {relation.cursor} IS NULL")
     sql = f"SELECT {', '.join(relation.select)} FROM {relation.table}"
     if bounds.scn:
         sql += " AS OF SCN :scn"
@@ -432,12 +434,21 @@ Binds = dict[str, tuple[Any, oracledb.DbType]]
 
 
 @dataclass(frozen=True)
-class _Described:
-    shape: Shape
+class _Keyset:
+    """One order to read in: the query's relation, how positions bind, how rows read."""
+
     relation: Relation
-    order_binds: tuple[oracledb.DbType, ...]
+    binds: tuple[oracledb.DbType, ...]
     """The type each order column's position value is bound as."""
     reader: RowReader
+
+
+@dataclass(frozen=True)
+class _Described:
+    shape: Shape
+    keysets: dict[bool, _Keyset]
+    """By (cursor, key), and by key alone (for a backfill)."""
+    cursor_bind: oracledb.DbType | None
     cursor_is_time: bool
     zone_less: bool
     """The cursor is a DATE or TIMESTAMP: a wall-clock time in the application's zone."""
@@ -512,20 +523,23 @@ class OracleSource:
             table=".".join(_quote(part) for part in (self._table.schema, self._table.name) if part),
             select=tuple(_selected(_quote(name), types[name]) for name in chosen),
             order=tuple(_quote(name) for name in order),
-            has_cursor=sync.cursor is not None,
+            cursor=_quote(sync.cursor) if sync.cursor else None,
             local_time_cursor=sync.cursor is not None and types[sync.cursor].local_time,
         )
         await self._refuse_national_text(
             [name for name in chosen if found[name][0] in _NATIONAL_TEXT]
         )
         await self._refuse_null_keys(relation.table, [k for k in key if k in nullable])
-        reader = RowReader(
-            chosen,
-            [types[name] for name in chosen],
-            [chosen.index(n) for n in order],
-            [chosen.index(k) for k in key],
-            sync.nul,
-        )
+        readers = {
+            by_key: RowReader(
+                chosen,
+                [types[name] for name in chosen],
+                [chosen.index(n) for n in (key if by_key else order)],
+                [chosen.index(k) for k in key],
+                sync.nul,
+            )
+            for by_key in (False, True)
+        }
         missing_index = await self._missing_index(order, relation.order)
         if missing_index is not None:
             log.warning(
@@ -536,9 +550,15 @@ class OracleSource:
             )
         return _Described(
             shape=Shape(columns=columns, key=key, cursor=sync.cursor, missing_index=missing_index),
-            relation=relation,
-            order_binds=order_binds,
-            reader=reader,
+            cursor_bind=order_binds[0] if sync.cursor else None,
+            keysets={
+                False: _Keyset(relation, order_binds, readers[False]),
+                True: _Keyset(
+                    replace(relation, order=relation.order[-len(key) :], local_time_cursor=False),
+                    order_binds[-len(key) :],
+                    readers[True],
+                ),
+            },
             cursor_is_time=cursor_is_time,
             zone_less=zone_less,
         )
@@ -619,11 +639,12 @@ class OracleSource:
 
     async def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         described = await self._ensure_described()
-        cursor_bind = described.order_binds[0]
+        keyset = described.keysets[window.by_key]
+        cursor_bind = described.cursor_bind or keyset.binds[0]
         fixed: Binds = {}
         if window.until is not None:
-            fixed |= self._position_binds("until", window.until, described)
-        if described.cursor_is_time:
+            fixed |= self._position_binds("until", window.until, keyset)
+        if described.cursor_is_time and not window.by_key:
             now = await self._now(described.zone_less)
             fixed["before"] = (now - (self._sync.lag or timedelta()), cursor_bind)
         scn = None
@@ -638,32 +659,33 @@ class OracleSource:
             since = bind_value(window.cursor_from, cursor_bind) - (window.lookback or timedelta())
             lower, bounds = {"since": (since, cursor_bind)}, replace(bounds, since=True)
         elif window.after is not None:
-            lower = self._position_binds("after", window.after, described)
+            lower = self._position_binds("after", window.after, keyset)
             bounds = replace(bounds, after=True)
         # Without an index each batch's query would sort the whole table: sort it once,
         # and take every batch from that one result, in keyset order all the same.
-        limit = None if described.shape.missing_index is not None else limits.rows
+        one_pass = described.shape.missing_index is not None and not window.by_key
+        limit = None if one_pass else limits.rows
         while True:
             last: RecordBatch | None = None
             async for rows, exhausted in self._fetch_batches(
-                batch_sql(described.relation, bounds, limit), fixed | lower, scn, limits, limit
+                batch_sql(keyset.relation, bounds, limit), fixed | lower, scn, limits, limit
             ):
-                last = self._batch(described, rows, exhausted, scn)
+                last = self._batch(keyset.reader, rows, exhausted, scn)
                 yield last
                 if exhausted:
                     return
             if last is None:
                 return
-            lower = self._position_binds("after", last.end, described)
+            lower = self._position_binds("after", last.end, keyset)
             bounds = replace(bounds, after=True, since=False)
 
     def _batch(
-        self, described: _Described, rows: list[Any], exhausted: bool, scn: str | None
+        self, reader: RowReader, rows: list[Any], exhausted: bool, scn: str | None
     ) -> RecordBatch:
-        records, cleaned = described.reader.records(rows)
+        records, cleaned = reader.records(rows)
         return RecordBatch(
             records=records,
-            end=described.reader.position(rows[-1]),
+            end=reader.position(rows[-1]),
             exhausted=exhausted,
             snapshot=scn,
             values_cleaned=cleaned,
@@ -735,15 +757,15 @@ class OracleSource:
         (scn,) = (await self._query(SCN_SQL, reading="V$DATABASE"))[0]
         return str(int(scn))
 
-    def _position_binds(self, name: str, position: Position, described: _Described) -> Binds:
-        if len(position) != len(described.order_binds):
+    def _position_binds(self, name: str, position: Position, keyset: _Keyset) -> Binds:
+        if len(position) != len(keyset.binds):
             raise SourceError(
                 f"the saved position has {len(position)} values but the sync orders by"
-                f" {len(described.order_binds)} columns; the key or cursor changed: reset the sync"
+                f" {len(keyset.binds)} columns; the key or cursor changed: reset the sync"
             )
         return {
             f"{name}{i}": (None if text is None else bind_value(text, bind), bind)
-            for i, (text, bind) in enumerate(zip(position, described.order_binds, strict=True), 1)
+            for i, (text, bind) in enumerate(zip(position, keyset.binds, strict=True), 1)
         }
 
     async def _query(

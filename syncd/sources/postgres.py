@@ -232,8 +232,8 @@ class PostgresSource:
 
     async def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         described = await self._ensure_described()
-        order = self._order_columns(described.shape)
-        one_pass = described.shape.missing_index is not None
+        order = self._order_columns(described.shape, window)
+        one_pass = described.shape.missing_index is not None and not window.by_key
         while True:
             where, args = self._where(described, window)
             bound_sql = _whole_window_end_sql if one_pass else _batch_end_sql
@@ -251,8 +251,10 @@ class PostgresSource:
                 )
                 upper, upper_args = self._upto(described, order, end, len(args))
                 stream = ByteStream()
-                yield CopyBatch(stream=stream, end=end, exhausted=exhausted)
                 try:
+                    # Closed here, before its COPY began, the stream must still end: the
+                    # writer may already be waiting for its first chunk.
+                    yield CopyBatch(stream=stream, end=end, exhausted=exhausted)
                     status = await self._conn.copy_from_query(
                         f"SELECT {described.select_list} FROM {self._relation}"
                         f" WHERE {where} AND {upper}",
@@ -267,19 +269,20 @@ class PostgresSource:
                 stream.finish(int(status.split()[-1]))
             if exhausted:
                 return
-            window = Window(after=end, until=window.until)
+            window = Window(after=end, until=window.until, by_key=window.by_key)
 
     async def _ensure_described(self) -> _Described:
         await self.describe()
         assert self._described is not None
         return self._described
 
-    def _order_columns(self, shape: Shape) -> tuple[str, ...]:
-        return (*([shape.cursor] if shape.cursor else []), *shape.key)
+    def _order_columns(self, shape: Shape, window: Window) -> tuple[str, ...]:
+        cursor = [] if shape.cursor is None or window.by_key else [shape.cursor]
+        return (*cursor, *shape.key)
 
     def _where(self, described: _Described, window: Window) -> tuple[str, list[Any]]:
         shape = described.shape
-        order = self._order_columns(shape)
+        order = self._order_columns(shape, window)
         conditions: list[str] = []
         args: list[Any] = []
         if shape.cursor is not None:

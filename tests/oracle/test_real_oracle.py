@@ -293,7 +293,7 @@ async def test_each_batch_query_is_an_index_range_scan(
         table='"SYNCD_PLAN"',
         select=('"ID"', '"UPDATED_AT"', '"NAME"'),
         order=('"UPDATED_AT"', '"ID"'),
-        has_cursor=True,
+        cursor='"UPDATED_AT"',
     )
     sql = oracle_source.batch_sql(relation, oracle_source.Bounds(after=True, before=True), 10_000)
     binds = {
