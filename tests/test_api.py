@@ -16,12 +16,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
 from syncd import api as api_module
-from syncd import pg
 from syncd.api import SERVICES, Services, create_app
 from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
+from syncd.pools import Backoff, Connections
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
@@ -46,11 +46,15 @@ async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
     async def start(syncs: dict[str, dict[str, Any]], **top: Any) -> TestClient[Any, Any]:
         config, _ = make_config(syncs, **top)
         metrics = Metrics()
-        runner = Runner(config, metrics=metrics, notifier=Notifier({}))
+        connections = Connections(config, Backoff())
+        metrics.track_pools(connections.use)
+        runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
         schedules = Schedules(runner)
-        services = Services(runner, schedules, StateStore("syncd"), metrics)
-        services.pool = await pg.create_pool(config.target.dsn, None)
-        async with services.pool.acquire() as conn:
+        services = Services(
+            runner, schedules, StateStore("syncd"), metrics, connections=connections
+        )
+        services.pool = connections.target
+        async with services.pool.connection() as conn:
             await services.store.migrate(conn)
         schedules.apply(config)
         schedules.start()
@@ -64,8 +68,8 @@ async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
         await services.runner.drain(5)
         services.schedules.shutdown()
         await client.close()
-        assert services.pool is not None
-        await services.pool.close()
+        assert services.connections is not None
+        await services.connections.__aexit__(None, None, None)
 
 
 async def body(response: ClientResponse, status: int) -> dict[str, Any]:
@@ -468,16 +472,17 @@ async def test_a_pool_with_no_free_connection_is_503_after_a_bounded_wait(api, m
     monkeypatch.setattr(api_module, "ACQUIRE_TIMEOUT_S", 0.1)
     client = await api({"items": ITEMS})
     pool = client.server.app[SERVICES].pool
-    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    held = [await pool.lend() for _ in range(pool.budget.size)]
     try:
-        for path in (f"{PREFIX}/status", f"{PREFIX}/runs", "/readyz"):
-            assert await _reason_of_503(client, "get", path) == (
-                "the target database is not reachable: it did not answer in time,"
-                " or every connection to it stayed busy"
-            )
+        for path in (f"{PREFIX}/status", f"{PREFIX}/runs"):
+            answer = await body(await client.get(path), 503)
+            assert answer["message"] == "no connection to the target within 100ms: all 6 are in use"
+        assert await _reason_of_503(client, "get", "/readyz") == (
+            "no connection to the target within 1s: all 6 are in use"
+        )
     finally:
         for connection in held:
-            await pool.release(connection)
+            pool.give_back(connection, clean=True)
     await body(await client.get(f"{PREFIX}/status"), 200)
 
 

@@ -12,8 +12,9 @@ that has stamped a row but not yet committed that long before the keyset moves
 past it. A full pass may instead read at one system change number, kept in the
 checkpoint so that a resumed pass sees the same data.
 
-Each run has a pool of one connection, whose every round trip, the first
-included, is bounded by the source's ``statement_timeout``. A connection
+Sessions come from a python-oracledb pool of at most the source's ``max_connections``
+(the daemon's, shared by its runs, or one of a run's own), and every round trip, the
+first included, is bounded by the source's ``statement_timeout``. A connection
 interrupted mid-call (cancelled, timed out, cut off) is dropped unless the
 driver still calls it healthy, so no half-read reply is ever handed back.
 """
@@ -24,7 +25,7 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
@@ -79,18 +80,21 @@ async def _prepare_session(
         await cursor.execute(SESSION_SQL)
 
 
-@asynccontextmanager
-async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracledb.AsyncConnection]:
-    """One prepared session, dropped rather than released if a call was cut short."""
+def create_oracle_pool(config: OracleSourceConfig) -> oracledb.AsyncConnectionPool:
+    """A pool of at most the source's ``max_connections`` prepared sessions; opens none yet."""
     connect_timeout = config.connect_timeout.total_seconds()
     with _oracle_errors(config.user, reading=None):
-        pool = oracledb.create_pool_async(
+        return oracledb.create_pool_async(
             dsn=config.dsn,
             user=config.user,
             password=config.secret(),
             min=0,
-            max=1,
+            max=config.max_connections,
             increment=1,
+            # Callers never ask for more sessions than max (the daemon keeps a budget in front
+            # of the pool); should one have to wait all the same, the wait has a bound.
+            getmode=oracledb.POOL_GETMODE_TIMEDWAIT,
+            wait_timeout=int(connect_timeout * 1000),
             session_callback=partial(
                 _prepare_session, int(config.statement_timeout.total_seconds() * 1000)
             ),
@@ -98,27 +102,62 @@ async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracled
             tcp_connect_timeout=connect_timeout,
             expire_time=KEEPALIVE_MINUTES,
         )
+
+
+async def take_session(
+    pool: oracledb.AsyncConnectionPool, config: OracleSourceConfig
+) -> oracledb.AsyncConnection:
+    """One prepared session from ``pool``, within the source's ``connect_timeout``."""
+    connect_timeout = config.connect_timeout.total_seconds()
+    with _oracle_errors(config.user, reading=None):
+        try:
+            async with asyncio.timeout(connect_timeout):
+                conn: oracledb.AsyncConnection = await pool.acquire()
+        except TimeoutError:
+            raise Retryable(
+                f"Oracle did not accept a session within {connect_timeout:g} s"
+            ) from None
+    return conn
+
+
+async def give_back_session(
+    pool: oracledb.AsyncConnectionPool, conn: oracledb.AsyncConnection
+) -> None:
+    # Releasing a connection whose reply was half read would block on it, or
+    # hand the next user its leftovers; dropping closes it without a word.
+    if conn.is_healthy():
+        await pool.release(conn)
+    else:
+        # python-oracledb annotates drop() with the synchronous Connection class.
+        await pool.drop(conn)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[oracledb.AsyncConnection]:
+    """One prepared session of a pool of its own, closed afterwards; dropped rather than
+    released if a call was cut short."""
+    pool = create_oracle_pool(config)
     try:
-        with _oracle_errors(config.user, reading=None):
-            try:
-                async with asyncio.timeout(connect_timeout):
-                    conn: oracledb.AsyncConnection = await pool.acquire()
-            except TimeoutError:
-                raise Retryable(
-                    f"Oracle did not accept a session within {connect_timeout:g} s"
-                ) from None
+        conn = await take_session(pool, config)
         try:
             yield conn
         finally:
-            # Releasing a connection whose reply was half read would block on it, or
-            # hand the next user its leftovers; dropping closes it without a word.
-            if conn.is_healthy():
-                await pool.release(conn)
-            else:
-                # python-oracledb annotates drop() with the synchronous Connection class.
-                await pool.drop(conn)  # type: ignore[arg-type]
+            await give_back_session(pool, conn)
     finally:
         await pool.close(force=True)
+
+
+_OUT_OF_SESSIONS = ("ORA-00018", "ORA-00020", "ORA-12516", "ORA-12519", "ORA-12520")
+"""Sessions or processes exhausted, or a listener with no handler free: the server is full."""
+
+
+def out_of_sessions(exc: BaseException) -> bool:
+    """Whether a failure to get a session says that the database has no room for one more.
+    Thin mode reports a listener's refusals as DPY-6000 "(Similar to ORA-12516)"."""
+    return any(
+        isinstance(error, oracledb.Error) and any(code in str(error) for code in _OUT_OF_SESSIONS)
+        for error in (exc, exc.__cause__)
+    )
 
 
 async def check_oracle(config: OracleSourceConfig) -> str:
@@ -131,13 +170,17 @@ async def check_oracle(config: OracleSourceConfig) -> str:
 
 @asynccontextmanager
 async def open_oracle_source(
-    config: OracleSourceConfig, sync: SyncConfig
+    config: OracleSourceConfig,
+    sync: SyncConfig,
+    session: AbstractAsyncContextManager[oracledb.AsyncConnection] | None = None,
 ) -> AsyncIterator[OracleSource]:
+    """The source of ``sync`` on a session of its own, or on ``session``: one lent by the
+    daemon's pool for the source."""
     if sync.table is None:
         raise SourceError(
             "an Oracle sync reads a table or a view: put the query in a view and name it in 'table'"
         )
-    async with oracle_connection(config) as conn:
+    async with session or oracle_connection(config) as conn:
         yield OracleSource(conn, sync, config.user)
 
 
