@@ -396,6 +396,8 @@ class Runner:
         if event["type"] == "batch_committed":
             live = self._runs[event["sync_name"]]  # a batch commits only while its run is live
             event = event | {"source_rows_estimate": live.rows_estimate}
+        else:
+            event = event | {"runs": self.counts()}  # for a page's count of runs and queue
         for queue in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
