@@ -169,13 +169,18 @@ class Budget:
         *,
         patience: Patience,
         patient: bool,
+        idle: Callable[[], Connection | None] = lambda: None,
     ) -> Connection:
-        """A new connection. A refusal for lack of slots starts the backoff for everyone;
-        a ``patient`` borrower waits it out and tries again while ``patience`` lasts,
-        another gets the refusal at once."""
+        """An ``idle`` connection if there is one, else a new one. A refusal for lack of
+        slots starts the backoff for everyone: a ``patient`` borrower waits it out (and
+        takes a connection given back meanwhile) while ``patience`` lasts, another gets
+        the refusal at once."""
         while True:
-            if patient:
+            if (connection := idle()) is not None:
+                return connection
+            if patient and self.backoff.remaining > 0:
                 await self.backoff.wait(patience)
+                continue
             try:
                 connection = await open_connection()
             except Exception as exc:
@@ -221,14 +226,12 @@ class PostgresPool:
         )
         await self.budget.take(patience)
         try:
-            if (idle := self._reuse()) is not None:
-                return idle
-            if patient:
-                return await self.budget.connect(
-                    self._connect_explained, _out_of_slots, patience=patience, patient=True
-                )
             return await self.budget.connect(
-                self._connect, _out_of_slots, patience=patience, patient=False
+                self._connect_explained if patient else self._connect,
+                _out_of_slots,
+                patience=patience,
+                patient=patient,
+                idle=self._reuse,
             )
         except BaseException:
             self.budget.give()

@@ -429,7 +429,9 @@ class Runner:
         long_runs = [
             other
             for other in self._runs.values()
-            if other.state == "running" and now - other.started_monotonic > limit
+            if other.state == "running"
+            and not other.stop.is_set()  # one giving its slot up already does not count
+            and now - other.started_monotonic > limit
         ]
         return live in long_runs and len(long_runs) >= self._config.max_concurrent_runs
 
