@@ -131,7 +131,13 @@ async def test_at_most_max_concurrent_runs_execute_and_the_rest_start_in_turn(
 
         assert [r.status for r in results] == ["succeeded"] * 5
         running, most, started = 0, 0, []
-        for event in drain_events(events):
+        published = drain_events(events)
+        queued_events = [e for e in published if e["type"] == "run_queued"]
+        assert [(e["sync_name"], e["position"]) for e in queued_events] == [
+            ("t2", 1), ("t3", 2), ("t4", 3)
+        ]  # fmt: skip
+        assert queued_events[-1]["runs"] == {"running": 2, "queued": 3, "max_concurrent_runs": 2}
+        for event in published:
             if event["type"] == "run_started":
                 running += 1
                 started.append(event["sync_name"])
