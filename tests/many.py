@@ -41,6 +41,8 @@ class Fleet:
 
     server: str
     names: list[str]
+    big: bool = False
+    """Whether a table ``big`` and its sync come besides."""
 
     @property
     def source_dsn(self) -> str:
@@ -60,7 +62,7 @@ class Fleet:
             "syncs": {
                 name: sync | {"table": f"public.{name}", "target_table": f"public.{name}",
                               "schedule": {"every": every}} | top.pop(name, {})
-                for name in self.names
+                for name in [*self.names, *(["big"] if self.big else [])]
             },
             "api": {"host": "127.0.0.1", "port": 0},
             **top,
@@ -68,21 +70,22 @@ class Fleet:
         path.write_text(yaml.safe_dump(document))
         return path
 
-    async def touch(self, share: int = 100, round_: int = 0) -> datetime:
-        """Give one row in ``share`` of every table a new cursor value, the same for all;
-        returns it."""
-        stamp = datetime.now(UTC)
+    async def touch(self, share: int = 100, round_: int = 0) -> dict[str, datetime]:
+        """Give one row in ``share`` of each table the time of the change as its new cursor
+        value; returns those times, by table."""
+        touched = {}
         conn = await asyncpg.connect(self.source_dsn)
         try:
             for name in self.names:
+                touched[name] = datetime.now(UTC)
                 await conn.execute(
                     f"UPDATE public.{name} SET updated_at = $1, note = note || '+'"
                     f" WHERE id % {share} = {round_ % share}",
-                    stamp,
+                    touched[name],
                 )
         finally:
             await conn.close()
-        return stamp
+        return touched
 
     async def differing(self) -> list[str]:
         """The tables whose target is not yet equal to their source."""
@@ -130,7 +133,7 @@ async def make_fleet(server: str, count: int, rows: int, big: int = 0) -> Fleet:
             await conn.execute(TABLE_DDL.format(table="public.big", rows=big))
     finally:
         await conn.close()
-    return Fleet(server, names)
+    return Fleet(server, names, big=bool(big))
 
 
 @dataclass
@@ -202,16 +205,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def lags(daemon: Daemon, touched: dict[str, datetime]) -> list[float]:
-    """For each sync, the seconds from the moment its rows were touched (``touched``) to
-    the first batch that committed a position at or past it, from the daemon's log."""
-    first_seen: dict[str, float] = {}
+def lags(daemon: Daemon, touches: list[dict[str, datetime]]) -> list[float]:
+    """For each touch of a table's rows, the seconds from the touch to the first batch of
+    its sync that committed a position at or past it, from the daemon's log (inf if none)."""
+    batches: dict[str, list[tuple[datetime, datetime]]] = {}
     for event in daemon.events("batch_committed"):
-        name = event["sync_name"]
-        if name in first_seen or name not in touched:
-            continue
+        logged = datetime.fromisoformat(event["timestamp"])
         cursor = datetime.fromisoformat(event["position"][0])
-        if cursor >= touched[name]:
-            logged = datetime.fromisoformat(event["timestamp"])
-            first_seen[name] = (logged - touched[name]).total_seconds()
-    return [first_seen.get(name, float("inf")) for name in touched]
+        batches.setdefault(event["sync_name"], []).append((logged, cursor))
+    found = []
+    for touch in touches:
+        for name, touched in touch.items():
+            seen = next((at for at, cursor in batches.get(name, []) if cursor >= touched), None)
+            found.append(float("inf") if seen is None else (seen - touched).total_seconds())
+    return found
