@@ -598,8 +598,10 @@ async def test_two_hundred_syncs_converge_within_their_budgets_on_a_server_of_fo
     daemon = Daemon(fleet.config(tmp_path / "config.yaml", every="5s"), tmp_path)
     await daemon.start()
     try:
-        await daemon.wait_ready()
+        await daemon.wait_for(lambda: daemon.port is not None)
+        # Watching from before the first run: all 200 start at once, each with a load to do.
         async with watching(forty_connections, daemon) as watch:
+            await daemon.wait_ready()
             synced = lambda: {e["sync_name"] for e in daemon.events("run_finished")}  # noqa: E731
             await daemon.wait_for(lambda: len(synced()) == 200, within=120)
             for round_ in range(2):  # a writer touching 1% of each table, twice
