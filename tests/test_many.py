@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +22,12 @@ from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Backoff, Connections, PoolExhausted
-from syncd.runner import Busy, Runner
+from syncd.runner import Busy, LiveRun, Runner
 from syncd.scheduler import Schedules, default_offset
-from tests.conftest import ConfigFactory, dsn_for
+from tests.conftest import ConfigFactory
 from tests.daemon import Daemon
 from tests.helpers import eventually, fingerprint, wait_for_value
+from tests.test_api import login_role  # noqa: F401 (a fixture, which pytest finds by its name)
 
 # Source queries wait in here while the test holds advisory lock 7: runs can be parked.
 GATE = """
@@ -49,23 +49,19 @@ async def make_tables(conn: asyncpg.Connection, names: list[str], rows: int) -> 
         )
 
 
-def gated(name: str, **spec: Any) -> dict[str, Any]:
-    """A sync of src.NAME whose reads wait at the gate."""
-    return {
-        "query": f"SELECT * FROM src.{name} WHERE src.gate()",
-        "key": ["id"],
-        "cursor": "updated_at",
-        "target_table": f"public.{name}",
-    } | spec
-
-
 def plain(name: str, **spec: Any) -> dict[str, Any]:
+    """A sync of src.NAME into public.NAME."""
     return {
         "table": f"src.{name}",
         "key": ["id"],
         "cursor": "updated_at",
         "target_table": f"public.{name}",
     } | spec
+
+
+def gated(name: str, **spec: Any) -> dict[str, Any]:
+    """The same, whose reads wait at the gate."""
+    return plain(name, table=None, query=f"SELECT * FROM src.{name} WHERE src.gate()", **spec)
 
 
 @contextlib.asynccontextmanager
@@ -193,17 +189,25 @@ async def test_a_run_starts_only_while_its_source_has_a_connection_to_spare(
         assert [(await runner.wait(r)).status for r in (x1, x2, y1)] == ["succeeded"] * 3
 
 
-async def test_on_shutdown_queued_runs_never_start_and_their_waiters_are_told(
+@contextlib.asynccontextmanager
+async def b_behind_a(
     conn: asyncpg.Connection, make_config: ConfigFactory
-) -> None:
+) -> AsyncIterator[tuple[Runner, Metrics, LiveRun]]:
+    """One slot, a's, whose reads wait at the closed gate, and b queued behind it."""
     await make_tables(conn, ["a", "b"], 10)
     await conn.execute(GATE)
     config, _ = make_config({"a": gated("a"), "b": plain("b")}, max_concurrent_runs=1)
-
-    async with daemon_parts(config) as (runner, _, _), gate_closed(conn):
+    async with daemon_parts(config) as (runner, _, metrics), gate_closed(conn):
         runner.trigger("a", trigger="test")
         pending = runner.trigger("b", trigger="test")
         await parked(conn, 1)
+        yield runner, metrics, pending
+
+
+async def test_on_shutdown_queued_runs_never_start_and_their_waiters_are_told(
+    conn: asyncpg.Connection, make_config: ConfigFactory
+) -> None:
+    async with b_behind_a(conn, make_config) as (runner, _, pending):
         draining = asyncio.create_task(runner.drain(0.2))
         result = await runner.wait(pending)
         await draining
@@ -215,14 +219,7 @@ async def test_on_shutdown_queued_runs_never_start_and_their_waiters_are_told(
 async def test_the_queue_and_the_pools_are_in_the_metrics(
     conn: asyncpg.Connection, make_config: ConfigFactory
 ) -> None:
-    await make_tables(conn, ["a", "b"], 10)
-    await conn.execute(GATE)
-    config, _ = make_config({"a": gated("a"), "b": plain("b")}, max_concurrent_runs=1)
-
-    async with daemon_parts(config) as (runner, _, metrics), gate_closed(conn):
-        runner.trigger("a", trigger="test")
-        runner.trigger("b", trigger="test")
-        await parked(conn, 1)
+    async with b_behind_a(conn, make_config) as (_, metrics, _):
         text = metrics.render().decode()
     assert "syncd_runs_queued 1.0" in text
     assert 'syncd_pool_connections{pool="target",state="in_use"} 1.0' in text
@@ -342,25 +339,16 @@ async def test_a_run_that_finds_every_connection_in_use_fails_saying_so(
 
 
 @pytest.fixture
-async def limited_role(db: str) -> AsyncIterator[str]:
+async def limited_role(db: str, login_role: str) -> str:  # noqa: F811 (that fixture)
     """A DSN to the test's database as a role that may hold two sessions at most."""
-    role = f"syncd_two_{uuid.uuid4().hex[:10]}"
-    database = urlsplit(db).path.lstrip("/")
-    admin = await asyncpg.connect(dsn_for("postgres"))
+    owner = await asyncpg.connect(db)
     try:
-        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 2')
-        await admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
-        owner = await asyncpg.connect(db)
-        try:
-            await owner.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')
-        finally:
-            await owner.close()
-        parts = urlsplit(db)
-        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        await owner.execute(f'ALTER ROLE "{login_role}" CONNECTION LIMIT 2')
+        await owner.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{login_role}"')
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        await admin.close()
+        await owner.close()
+    parts = urlsplit(db)
+    return urlunsplit(parts._replace(netloc=f"{login_role}@{parts.hostname}:{parts.port}"))
 
 
 async def test_a_server_with_no_slot_free_holds_every_run_back_and_none_fails(
