@@ -266,7 +266,8 @@ class PostgresPool:
         )
 
     def retire(self) -> None:
-        """Lend nothing more: idle connections close now, lent ones when they come back."""
+        """Out of use after a reload: idle connections close now, lent ones when they come
+        back."""
         self._closed = True
         while (conn := self._reuse()) is not None:
             conn.terminate()
