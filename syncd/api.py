@@ -24,7 +24,6 @@ import asyncpg
 import structlog
 import swagger_ui_bundle
 from aiohttp import web
-from asyncpg.pool import PoolConnectionProxy
 
 from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
@@ -32,6 +31,7 @@ from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
 from syncd.pg import Conn
+from syncd.pools import Connections, PostgresPool
 from syncd.redact import scrub
 from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
@@ -66,7 +66,9 @@ STREAM_PAUSE_S = 0.1
 SEND_TIMEOUT_S = 10.0
 """An event stream whose reader takes nothing for this long is ended."""
 ACQUIRE_TIMEOUT_S = 10.0
-"""How long a request waits for one of the pool's few connections to come free."""
+"""How long a request waits for one of the target's few connections to come free."""
+QUERY_TIMEOUT_S = 30.0
+"""How long a request's statements may take, all told."""
 # The page loads its own two files and talks to this daemon, and nothing else: even text that
 # slipped past the page's escaping could neither run inline script nor send data elsewhere.
 PAGE_POLICY = (
@@ -83,10 +85,12 @@ class Services:
     schedules: Schedules
     store: StateStore
     metrics: Metrics
-    pool: asyncpg.Pool | None = None
-    """None until the target database first answered."""
+    pool: PostgresPool | None = None
+    """The target's pool, shared with the runs; None until the target database first answered."""
     counts: RowCounts = field(default_factory=RowCounts)
     """Rows in the target tables, shared by every answer that shows them."""
+    connections: Connections | None = None
+    """Every pool of the daemon, for showing their use."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -319,18 +323,21 @@ async def _run_params(request: web.Request) -> tuple[str, int | None]:
 
 
 @contextlib.asynccontextmanager
-async def _connection(request: web.Request) -> AsyncIterator[PoolConnectionProxy]:
+async def _connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+    """One of the target's connections, for a request's statements; a request that fails
+    or runs out of time on it does not give it back to the pool, but closes it."""
     pool = request.app[SERVICES].pool
     if pool is None:
         raise ApiError(503, "the target database is not connected yet")
-    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-        yield conn
+    async with pool.connection(ACQUIRE_TIMEOUT_S, patient=False) as conn:
+        async with asyncio.timeout(QUERY_TIMEOUT_S):
+            yield conn
 
 
 async def _trigger(request: web.Request) -> LiveRun:
     services = request.app[SERVICES]
     name, batch_size = await _run_params(request)
-    if services.runner.live(name) is None:
+    if services.runner.live(name) is None and services.runner.queued(name) is None:
         async with _connection(request) as conn:
             held = await services.store.is_running(conn, name)
             state = await services.store.load(conn, name) if held else None
@@ -349,15 +356,25 @@ async def _trigger(request: web.Request) -> LiveRun:
 
 
 async def start(request: web.Request) -> web.Response:
+    runner = request.app[SERVICES].runner
     live = await _trigger(request)
+    common = {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
+    if live.state == "queued":
+        position = runner.queue_position(live.sync_name)
+        running = runner.counts()["running"]
+        message = (
+            f"Batch sync queued with batch_size={live.batch_size}: {running} running,"
+            f" position {position} in the queue"
+        )
+        return _json(
+            202, {"status": "queued", "message": message, "queue_position": position, **common}
+        )
     return _json(
         202,
         {
             "status": "started",
             "message": f"Batch sync started with batch_size={live.batch_size}",
-            "batch_size": live.batch_size,
-            "sync_name": live.sync_name,
-            "run_id": live.run_id,
+            **common,
         },
     )
 
@@ -381,7 +398,8 @@ async def start_sync(request: web.Request) -> web.Response:
             },
         )
     if result.status == "cancelled":
-        return _json(503, {"status": "cancelled", "message": "syncd is shutting down", **common})
+        message = result.error or "syncd is shutting down"
+        return _json(503, {"status": "cancelled", "message": message, **common})
     if result.status == "skipped":
         return _json(409, {"status": "error", "message": result.error, **common})
     return _json(
@@ -404,10 +422,14 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
         )
     view = state.as_json()
     live = services.runner.live(name)
+    queued = services.runner.queued(name)
     last = services.runner.last_result(name)
     view.update(
         running=view["running"] or live is not None,
-        run_id=live.run_id if live else view["run_id"],
+        run_id=live.run_id if live else queued.run_id if queued else view["run_id"],
+        queued=queued is not None,
+        queued_at=queued.queued_at if queued else None,
+        queue_position=services.runner.queue_position(name),
         rows_per_second=round(live.rows_per_second, 1) if live else None,
         source_rows_estimate=live.rows_estimate if live else None,
         run_rows_read=live.rows_read if live else None,
@@ -476,8 +498,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def syncs(request: web.Request) -> web.Response:
-    names = list(request.app[SERVICES].runner.config.syncs)
-    return _json(200, {"status": "success", "syncs": [await _sync_view(request, n) for n in names]})
+    services = request.app[SERVICES]
+    names = list(services.runner.config.syncs)
+    views = [await _sync_view(request, name) for name in names]
+    pools = [use.__dict__ for use in services.connections.use()] if services.connections else []
+    return _json(
+        200,
+        {"status": "success", "syncs": views, "runs": services.runner.counts(), "pools": pools},
+    )
 
 
 async def runs(request: web.Request) -> web.Response:
@@ -515,9 +543,10 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append("the target database has not answered yet")
     else:
         try:
-            async with asyncio.timeout(2):
-                async with services.pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
+            async with asyncio.timeout(2), services.pool.connection(1, patient=False) as conn:
+                await conn.fetchval("SELECT 1")
+        except Unavailable as exc:
+            reasons.append(str(exc))  # every connection is in use
         except Exception as exc:
             reason = unreachable_reason(exc)
             if reason is None:

@@ -153,14 +153,22 @@ class _Database(_Secrets):
     statement_timeout: Duration = timedelta(minutes=10)
     """The longest one statement may take (a lock held on the table, say) before the
     run fails with that reason instead of hanging."""
+    pool_timeout: Duration = timedelta(seconds=30)
+    """How long a run waits for one of the database's ``max_connections`` to come free
+    (or for a server that had no connection slot to take new ones again) before it fails."""
 
-    _positive = field_validator("connect_timeout", "statement_timeout")(_positive_duration)
+    _positive = field_validator("connect_timeout", "statement_timeout", "pool_timeout")(
+        _positive_duration
+    )
 
 
 class TargetConfig(_Database):
     dsn: str
     """Required: a default database would quietly receive syncd's state and every row."""
     state_schema: str = "syncd"
+    max_connections: int = Field(default=6, ge=2, le=1000)
+    """The daemon's connections to the target, all told: each running sync's writer, the
+    API's reads and the state store's. The daemon never opens more."""
 
     _state_schema = field_validator("state_schema")(_check_identifier)
 
@@ -181,7 +189,13 @@ def _time_zone(value: str | None) -> str | None:
     return value
 
 
-class PostgresSourceConfig(_Database):
+class _Source(_Database):
+    max_connections: int = Field(default=4, ge=1, le=1000)
+    """The daemon's connections (Oracle: sessions) to this source, all told: one for each
+    sync of it that runs. The daemon never opens more."""
+
+
+class PostgresSourceConfig(_Source):
     kind: Literal["postgres"]
     dsn: str
     cursor_time_zone: str | None = None
@@ -196,7 +210,7 @@ class PostgresSourceConfig(_Database):
         return _time_zone(value)
 
 
-class OracleSourceConfig(_Database):
+class OracleSourceConfig(_Source):
     kind: Literal["oracle"]
     dsn: str
     user: str = Field(min_length=1)
@@ -210,14 +224,36 @@ class OracleSourceConfig(_Database):
 SourceConfig = Annotated[PostgresSourceConfig | OracleSourceConfig, Field(discriminator="kind")]
 
 
+def _not_negative(value: timedelta | None) -> timedelta | None:
+    if value is not None and value < timedelta():
+        raise ValueError("expected a duration of zero or more")
+    return value
+
+
 class EverySchedule(_Model):
     every: Duration
+    offset: Duration | None = None
+    """Where in each interval the sync fires, counted from midnight UTC; by default a
+    point of its own, drawn from its name, so that syncs with the same interval are
+    spread across it instead of firing in the same second."""
 
     _positive = field_validator("every")(_positive_duration)
+    _offset = field_validator("offset")(_not_negative)
+
+    @model_validator(mode="after")
+    def _offset_within(self) -> EverySchedule:
+        if self.offset is not None and self.offset >= self.every:
+            raise ValueError("'offset' must be shorter than 'every'")
+        return self
 
 
 class CronSchedule(_Model):
     cron: str = Field(min_length=1)
+    offset: Duration | None = None
+    """How long after each time the cron expression names the sync fires; by default a
+    point within the minute, drawn from its name, for the same reason as above."""
+
+    _offset = field_validator("offset")(_not_negative)
 
     @field_validator("cron")
     @classmethod
@@ -354,6 +390,13 @@ class Config(_Model):
     stall_timeout: Duration = timedelta(minutes=30)
     """A run that has made no progress for this long counts as stuck: the daemon stops
     telling systemd's watchdog that it is alive, so that systemd restarts it."""
+    max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
+    """How many runs the daemon executes at once; further triggers wait in its queue."""
+    long_run: Duration = timedelta(minutes=1)
+    """A run going for longer than this is long. While other runs wait, long runs hold at
+    most max_concurrent_runs - 1 slots, so that one is always left to short runs."""
+
+    _long_run = field_validator("long_run")(_positive_duration)
 
     @field_validator("syncs")
     @classmethod
@@ -379,6 +422,12 @@ class Config(_Model):
                     )
         if self.default_sync is not None and self.default_sync not in self.syncs:
             raise ValueError(f"default_sync: unknown sync {self.default_sync!r}")
+        if self.max_concurrent_runs >= self.target.max_connections:
+            raise ValueError(
+                f"max_concurrent_runs ({self.max_concurrent_runs}) must be below"
+                f" target.max_connections ({self.target.max_connections}): each running sync"
+                " holds one target connection, and the API needs one more"
+            )
         return self
 
     def sync(self, name: str | None) -> tuple[str, SyncConfig]:

@@ -2,7 +2,7 @@
 
 Every resource is an async context on one AsyncExitStack, entered in the order
 the service needs them and left in reverse: the scheduler stops triggering,
-the runner drains, then the pool, the HTTP server and the watchdog go. A stop
+the runner drains, then the pools, the HTTP server and the watchdog go. A stop
 is an Event set by SIGTERM or SIGINT; SIGHUP reloads the config file.
 """
 
@@ -27,6 +27,7 @@ from syncd.config import ApiConfig, Config, RetryConfig, TargetConfig, load_conf
 from syncd.errors import ConfigError, SyncdError, Unavailable
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
+from syncd.pools import Backoff, Connections, PostgresPool
 from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
@@ -58,9 +59,12 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     stop = asyncio.Event()
     notifier = Notifier()
     metrics = Metrics()
-    runner = Runner(config, metrics=metrics, notifier=notifier)
+    connections = Connections(config, Backoff())
+    metrics.track_pools(connections.use)
+    runner = Runner(config, metrics=metrics, notifier=notifier, connections=connections)
     schedules = Schedules(runner)
-    services = Services(runner, schedules, StateStore(config.target.state_schema), metrics)
+    store = StateStore(config.target.state_schema)
+    services = Services(runner, schedules, store, metrics, connections=connections)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -70,13 +74,10 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(notifier.watchdog(runner.healthy))
             await stack.enter_async_context(_http(services, config.api))
-            pool = await _connect_target(config, stop)
-            if pool is None:
+            await stack.enter_async_context(connections)
+            if not await _await_target(connections.target, store, stop):
                 return 0
-            stack.push_async_callback(pool.close)
-            async with pool.acquire() as conn:
-                await services.store.migrate(conn)
-            services.pool = pool
+            services.pool = connections.target
             stack.push_async_callback(runner.drain, config.grace_period.total_seconds())
             schedules.apply(config)
             schedules.start()
@@ -129,13 +130,20 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)  # a name lookup's error, whose numbers are negative
 
 
-async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool | None:
-    """Keep trying until the target answers (readiness stays false) or we are told to stop."""
+async def _await_target(pool: PostgresPool, store: StateStore, stop: asyncio.Event) -> bool:
+    """Keep trying until the target answers and its state schema is up to date (readiness
+    stays false meanwhile), or we are told to stop."""
     attempt = 0
     while not stop.is_set():
         try:
-            return await pg.create_pool(config.target.dsn, config.target.secret())
+            async with pool.connection(patient=False) as conn:
+                await store.migrate(conn)
+            return True
         except Exception as exc:
+            # A database not created yet may be soon; a refused login or a malformed DSN
+            # will not mend, and end the daemon.
+            if not isinstance(exc, asyncpg.InvalidCatalogNameError):
+                pg.explain_refusal(exc, pool.database.dsn)
             if unreachable_reason(exc) is None:
                 raise
             attempt += 1
@@ -144,7 +152,7 @@ async def _connect_target(config: Config, stop: asyncio.Event) -> asyncpg.Pool |
                         error=f"{type(exc).__name__}: {exc}")  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-    return None
+    return False
 
 
 def _reload(config_path: Path, runner: Runner, schedules: Schedules) -> None:

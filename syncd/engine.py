@@ -21,20 +21,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from syncd import clock, handoff, pg, retry, schema
+from syncd import clock, handoff, retry, schema
 from syncd.config import DATABASE_TIME_ZONE, Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
+from syncd.pools import Connector, OwnConnections
 from syncd.redact import scrub
-from syncd.sources import (
-    Batch,
-    Limits,
-    Position,
-    Shape,
-    SnapshotExpired,
-    Source,
-    Window,
-    open_source,
-)
+from syncd.sources import Batch, Limits, Position, Shape, SnapshotExpired, Source, Window
 from syncd.state import StateStore, SyncState
 from syncd.target import DirectCopyConflict, TargetTable
 
@@ -125,14 +117,17 @@ class Engine:
         *,
         observer: RunObserver | None = None,
         stop: asyncio.Event | None = None,
+        connections: Connector | None = None,
     ) -> None:
         self.config = config
         self.store = StateStore(config.target.state_schema)
         self.observer = observer
         self.stop = stop or asyncio.Event()
+        self.connections = connections or OwnConnections(config)
+        """The daemon's pools, or by default connections of the run's own."""
 
     async def connect_target(self) -> asyncpg.Connection:
-        return await pg.connect_to(self.config.target)
+        return await self.connections.take_target()
 
     def describe_error(self, exc: BaseException) -> str:
         """An error as people should read it: typed when unexpected, never with a secret."""
@@ -212,7 +207,7 @@ class _Run:
                     log.info(
                         "run_started", batch_size=self.limits.rows, batch_bytes=self.limits.bytes
                     )
-                async with open_source(source_config, self.sync) as source:
+                async with self.engine.connections.open_source(self.sync, source_config) as source:
                     await self._attempt(source)
                 return
             except DirectCopyConflict:
@@ -232,7 +227,7 @@ class _Run:
                 # Our own errors say what they mean.
                 if isinstance(exc, SyncdError) or not (retry.is_retryable(exc) or self.writer.lost):
                     raise
-                self.writer.discard_if_unusable(exc)
+                await self.writer.discard_if_unusable(exc)
                 # A streak of failures counts; progress in between starts a new streak.
                 attempt = 1 if self.result.batches > batches_before else attempt + 1
                 error = self.engine.describe_error(exc)
@@ -534,7 +529,7 @@ class _Writer:
         time, also bring the state schema up to date and record the run, and say so."""
         if not self.lost:
             return False
-        self._conn = None
+        await self._drop()
         first = not self._claimed
         store = self._engine.store
         conn = await self._engine.connect_target()
@@ -547,12 +542,12 @@ class _Writer:
                     conn, self._sync_name, self._request.run_id, self._request.trigger
                 )
         except BaseException:
-            conn.terminate()
+            await self._engine.connections.give_back_target(conn, clean=False)
             raise
         self._conn, self._claimed = conn, True
         return first
 
-    def discard_if_unusable(self, failure: Exception) -> None:
+    async def discard_if_unusable(self, failure: Exception) -> None:
         """Drop the connection (and the lock with it) if the failure left it untrustworthy:
         still in a transaction because the rollback failed too, or with asyncpg's protocol
         in a confused state. The next attempt then reconnects and claims the lock again."""
@@ -560,7 +555,7 @@ class _Writer:
         if conn is None or conn.is_closed():
             return
         if conn.is_in_transaction() or isinstance(failure, retry.UNUSABLE_CONNECTION):
-            conn.terminate()
+            await self._drop()
 
     async def close(self, result: RunResult) -> None:
         """Record how the run ended and let the lock go. Never raises: a failure here is
@@ -571,9 +566,7 @@ class _Writer:
         except Exception as exc:
             log.warning("run_record_not_saved", error=self._engine.describe_error(exc))
         finally:
-            if self._conn is not None:
-                self._conn.terminate()
-                self._conn = None
+            await self._drop()
 
     async def _finish(self, result: RunResult) -> None:
         if not self._claimed:
@@ -581,10 +574,16 @@ class _Writer:
         store = self._engine.store
         conn = self._conn
         if conn is None or conn.is_closed() or conn.is_in_transaction():
-            if conn is not None:
-                conn.terminate()
+            await self._drop()
             conn = self._conn = await self._engine.connect_target()
         await store.finish_run(conn, self._sync_name, result.run_id, result.status, result.error)
         await store.release(conn, self._sync_name, result.run_id)
-        await conn.close(timeout=CLOSE_S)
+        # The lock is released and no transaction is open: the session may serve again.
         self._conn = None
+        await self._engine.connections.give_back_target(conn, clean=True)
+
+    async def _drop(self) -> None:
+        """Give the connection up as unusable: it is closed, and the lock goes with it."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._engine.connections.give_back_target(conn, clean=False)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from syncd.engine import BatchReport, RunResult
+from syncd.pools import PoolUse
 
 
 class Metrics:
@@ -54,6 +57,16 @@ class Metrics:
             "syncd_seconds_since_last_success", "Seconds since the last successful run.", labels,
             registry=self.registry,
         )  # fmt: skip
+        self.queued = Gauge(
+            "syncd_runs_queued", "Runs waiting for a slot to start.", registry=self.registry
+        )
+
+    def track_pools(self, use: Callable[[], list[PoolUse]]) -> None:
+        """Report what the pools hold, as they hold it when scraped."""
+        self.registry.register(_PoolCollector(use))
+
+    def runs_queued(self, count: int) -> None:
+        self.queued.set(count)
 
     def run_started(self, sync_name: str) -> None:
         self.running.labels(sync_name).set(1)
@@ -74,3 +87,27 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PoolCollector:
+    def __init__(self, use: Callable[[], list[PoolUse]]) -> None:
+        self._use = use
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        connections = GaugeMetricFamily(
+            "syncd_pool_connections",
+            "Connections of each pool (target, source:NAME), in use or idle.",
+            labels=["pool", "state"],
+        )
+        limit = GaugeMetricFamily(
+            "syncd_pool_max_connections", "The most each pool may open.", labels=["pool"]
+        )
+        waiting = GaugeMetricFamily(
+            "syncd_pool_waiting", "Runs and requests waiting for a connection.", labels=["pool"]
+        )
+        for use in self._use():
+            connections.add_metric([use.pool, "in_use"], use.in_use)
+            connections.add_metric([use.pool, "idle"], use.idle)
+            limit.add_metric([use.pool], use.max)
+            waiting.add_metric([use.pool], use.waiting)
+        yield from (connections, limit, waiting)

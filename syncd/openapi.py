@@ -44,7 +44,20 @@ _SYNC_STATE = {
         "is_complete": {"type": "boolean"},
         "total_in_db": {"type": ["integer", "null"]},
         "running": {"type": "boolean"},
-        "run_id": {"type": ["string", "null"]},
+        "run_id": {
+            "type": ["string", "null"],
+            "description": "The running run's, else the queued run's, else the one holding"
+            " the sync in another process.",
+        },
+        "queued": {
+            "type": "boolean",
+            "description": "A run of the sync waits for a slot (max_concurrent_runs).",
+        },
+        "queued_at": _TIME,
+        "queue_position": {
+            "type": ["integer", "null"],
+            "description": "1 for the queued run that starts next.",
+        },
         "holder": {"type": ["string", "null"]},
         "position": {"type": ["array", "null"], "items": {"type": ["string", "null"]}},
         "rows_per_second": {"type": ["number", "null"]},
@@ -61,6 +74,29 @@ _SYNC_STATE = {
         "next_run_at": _TIME,
     },
 }  # fmt: skip
+
+
+_RUN_COUNTS = {
+    "type": "object",
+    "required": ["running", "queued", "max_concurrent_runs"],
+    "properties": {
+        "running": {"type": "integer"},
+        "queued": {"type": "integer"},
+        "max_concurrent_runs": {"type": "integer"},
+    },
+}
+_POOL_USE = {
+    "type": "object",
+    "description": "One database's connections from the whole daemon.",
+    "required": ["pool", "in_use", "idle", "max", "waiting"],
+    "properties": {
+        "pool": {"type": "string", "description": "target, or source:NAME"},
+        "in_use": {"type": "integer"},
+        "idle": {"type": "integer"},
+        "max": {"type": "integer", "description": "max_connections"},
+        "waiting": {"type": "integer", "description": "Runs and requests waiting for one"},
+    },
+}
 
 
 _STATUS = {
@@ -156,14 +192,17 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
                                     "run_id",
                                 ],
                                 "properties": {
-                                    "status": {"type": "string", "enum": ["started"]},
+                                    "status": {"type": "string", "enum": ["started", "queued"]},
                                     "message": {"type": "string"},
                                     "batch_size": {"type": "integer"},
                                     "sync_name": {"type": "string"},
                                     "run_id": {"type": "string"},
+                                    "queue_position": {"type": "integer"},
                                 },
                             },
-                            "Started; returns at once",
+                            "Started, or queued until a slot is free (a run already queued"
+                            " for the sync is the one answered, and takes this batch_size);"
+                            " returns at once",
                         ),
                         **_errors(400, 401, 404, 409, 413, 500, 503),
                     },
@@ -308,13 +347,15 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
                         "200": _json(
                             {
                                 "type": "object",
-                                "required": ["status", "syncs"],
+                                "required": ["status", "syncs", "runs", "pools"],
                                 "properties": {
                                     "status": {"type": "string"},
                                     "syncs": {
                                         "type": "array",
                                         "items": {"$ref": "#/components/schemas/SyncState"},
                                     },
+                                    "runs": _RUN_COUNTS,
+                                    "pools": {"type": "array", "items": _POOL_USE},
                                 },
                             },
                             "All syncs",
@@ -349,9 +390,10 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
                 "get": {
                     "tags": ["Status page"],
                     "summary": "Server-Sent Events about runs, until syncd stops",
-                    "description": "An event named run_started, batch_committed or"
+                    "description": "An event named run_queued, run_started, batch_committed or"
                     " run_finished for each run change and batch commit, its data a JSON object"
-                    " with at least type, sync_name and run_id; batch_committed adds rows,"
+                    " with at least type, sync_name and run_id; run_queued adds position,"
+                    " batch_committed adds rows,"
                     " run_rows_read, rows_per_second and source_rows_estimate, run_finished"
                     " adds status and error."
                     " A comment line keeps an idle stream open every 15 s."

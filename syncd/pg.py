@@ -36,7 +36,16 @@ the server's own, clearer error comes first, and a peer that vanished is still n
 
 async def connect_to(database: TargetConfig | PostgresSourceConfig) -> asyncpg.Connection:
     """A connection to a configured database, with its timeouts."""
-    return await connect(
+    try:
+        return await open_to(database)
+    except Exception as exc:
+        explain_refusal(exc, database.dsn)
+        raise
+
+
+async def open_to(database: TargetConfig | PostgresSourceConfig) -> asyncpg.Connection:
+    """The same, failing with the driver's own errors, for callers that sort them themselves."""
+    return await _open(
         database.dsn,
         database.secret(),
         connect_timeout=database.connect_timeout.total_seconds(),
@@ -52,25 +61,41 @@ async def connect(
     statement_timeout: timedelta | None = None,
 ) -> asyncpg.Connection:
     """One connection with syncd's session settings; errors never carry the password."""
+    try:
+        return await _open(
+            dsn, password, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+        )
+    except Exception as exc:
+        explain_refusal(exc, dsn)
+        raise
+
+
+def explain_refusal(exc: Exception, dsn: str) -> None:
+    """Raise, in plain words, a refusal to connect that no retry can mend: a login refused,
+    a database that does not exist, a DSN that is not one. Anything else is left alone."""
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        raise SyncdError(f"{redact(dsn)}: login refused: {exc}") from None
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        raise SyncdError(f"{redact(dsn)}: {exc}") from None
+    if isinstance(exc, ValueError):
+        raise SyncdError(f"invalid PostgreSQL DSN {redact(dsn)}: {redact(str(exc))}") from None
+
+
+async def _open(
+    dsn: str, password: str | None, *, connect_timeout: float, statement_timeout: timedelta | None
+) -> asyncpg.Connection:
     settings = dict(SESSION_SETTINGS)
     command_timeout = None
     if statement_timeout is not None:
         settings["statement_timeout"] = str(int(statement_timeout.total_seconds() * 1000))
         command_timeout = (statement_timeout + CLIENT_MARGIN).total_seconds()
-    try:
-        conn = await asyncpg.connect(
-            dsn,
-            password=password,
-            timeout=connect_timeout,
-            command_timeout=command_timeout,
-            server_settings=settings,
-        )
-    except asyncpg.InvalidAuthorizationSpecificationError as exc:
-        raise SyncdError(f"{redact(dsn)}: login refused: {exc}") from None
-    except asyncpg.InvalidCatalogNameError as exc:
-        raise SyncdError(f"{redact(dsn)}: {exc}") from None
-    except ValueError as exc:
-        raise SyncdError(f"invalid PostgreSQL DSN {redact(dsn)}: {redact(str(exc))}") from None
+    conn = await asyncpg.connect(
+        dsn,
+        password=password,
+        timeout=connect_timeout,
+        command_timeout=command_timeout,
+        server_settings=settings,
+    )
     # Built-in types: asyncpg sets their codecs without a round trip.
     await conn.set_type_codec(
         "interval", schema="pg_catalog", encoder=_interval_parts, decoder=tuple, format="tuple"
@@ -143,19 +168,3 @@ _EXACT_TIMES = (
     ("timestamptz", _timestamp_parts, _timestamptz),
     ("date", _date_parts, _date),
 )
-
-
-async def create_pool(dsn: str, password: str | None) -> asyncpg.Pool:
-    """A small pool for the API's reads; runs use connections of their own."""
-    try:
-        return await asyncpg.create_pool(
-            dsn,
-            password=password,
-            min_size=1,
-            max_size=4,
-            timeout=10,
-            command_timeout=30,
-            server_settings=SESSION_SETTINGS,
-        )
-    except asyncpg.InvalidAuthorizationSpecificationError as exc:
-        raise SyncdError(f"{redact(dsn)}: login refused: {exc}") from None

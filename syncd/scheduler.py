@@ -2,17 +2,24 @@
 
 APScheduler cannot drain asyncio jobs on shutdown, so a job here does nothing
 but ask the runner for a run and return at once. A schedule that fires while
-its sync is still running is logged and skipped.
+its sync is still running is logged and skipped; one that fires while its run
+waits in the queue is folded into that run.
+
+Each sync fires at an offset of its own into its interval (or, for a cron
+schedule, into the minute after each time it names), drawn from its name unless
+the config sets one: syncs with the same schedule are spread across it instead of
+all firing in the same second, and a restart does not change when a sync fires.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import Config, CronSchedule, SyncConfig
 from syncd.errors import SyncdError
@@ -60,7 +67,7 @@ class Schedules:
             start_now = {"next_run_time": datetime.now(UTC)} if is_new else {}
             self._scheduler.add_job(
                 self._fire,
-                trigger=_trigger(sync),
+                trigger=_trigger(name, sync),
                 args=[name],
                 id=name,
                 name=f"sync {name}",
@@ -88,8 +95,67 @@ class Schedules:
             log.error("schedule_failed", sync_name=sync_name, error=str(exc))
 
 
-def _trigger(sync: SyncConfig) -> CronTrigger | IntervalTrigger:
-    if isinstance(sync.schedule, CronSchedule):
-        return CronTrigger.from_crontab(sync.schedule.cron, timezone=UTC)
-    assert sync.schedule is not None
-    return IntervalTrigger(seconds=sync.schedule.every.total_seconds(), timezone=UTC)
+def _trigger(name: str, sync: SyncConfig) -> BaseTrigger:
+    schedule = sync.schedule
+    assert schedule is not None
+    if isinstance(schedule, CronSchedule):
+        offset = default_offset(name, CRON_SPREAD) if schedule.offset is None else schedule.offset
+        return _CronAt(CronTrigger.from_crontab(schedule.cron, timezone=UTC), offset)
+    offset = default_offset(name, schedule.every) if schedule.offset is None else schedule.offset
+    return _EveryAt(schedule.every, offset)
+
+
+CRON_SPREAD = timedelta(minutes=1)
+"""Cron names minutes: a default offset falls within the minute named."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def default_offset(sync_name: str, period: timedelta) -> timedelta:
+    """A point within ``period``, drawn from the sync's name: the same at every start, and
+    for many syncs spread evenly over the period. Whole milliseconds."""
+    digest = hashlib.sha256(sync_name.encode()).digest()
+    milliseconds = int(period.total_seconds() * 1000)
+    return timedelta(milliseconds=int.from_bytes(digest[:8], "big") % max(milliseconds, 1))
+
+
+class _EveryAt(BaseTrigger):  # type: ignore[misc]
+    """Every ``every``, at ``offset`` into each interval counted from the Unix epoch.
+
+    APScheduler's IntervalTrigger counts each interval from the previous run, which for a
+    job first run at start-up is the moment syncd started: every sync would then fire in
+    the same second, forever. These instants are fixed, whenever syncd started.
+    """
+
+    def __init__(self, every: timedelta, offset: timedelta) -> None:
+        self._every = every // _MICROSECOND
+        self._offset = offset // _MICROSECOND
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        # Whole microseconds, so that an instant on the grid is never found again as the next.
+        after = (previous_fire_time or now - _MICROSECOND) - _EPOCH
+        periods = (after // _MICROSECOND - self._offset) // self._every + 1
+        return _EPOCH + (periods * self._every + self._offset) * _MICROSECOND
+
+    def __str__(self) -> str:
+        return f"every {self._every} µs at +{self._offset} µs"
+
+
+class _CronAt(BaseTrigger):  # type: ignore[misc]
+    """A cron schedule, each time ``offset`` later."""
+
+    def __init__(self, cron: CronTrigger, offset: timedelta) -> None:
+        self._cron = cron
+        self._offset = offset
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        previous = None if previous_fire_time is None else previous_fire_time - self._offset
+        fire: datetime | None = self._cron.get_next_fire_time(previous, now - self._offset)
+        return None if fire is None else fire + self._offset
+
+    def __str__(self) -> str:
+        return f"{self._cron} at +{self._offset}"

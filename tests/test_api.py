@@ -16,12 +16,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
 from syncd import api as api_module
-from syncd import pg
 from syncd.api import SERVICES, Services, create_app
 from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
+from syncd.pools import Backoff, Connections
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
@@ -46,11 +46,15 @@ async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
     async def start(syncs: dict[str, dict[str, Any]], **top: Any) -> TestClient[Any, Any]:
         config, _ = make_config(syncs, **top)
         metrics = Metrics()
-        runner = Runner(config, metrics=metrics, notifier=Notifier({}))
+        connections = Connections(config, Backoff())
+        metrics.track_pools(connections.use)
+        runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
         schedules = Schedules(runner)
-        services = Services(runner, schedules, StateStore("syncd"), metrics)
-        services.pool = await pg.create_pool(config.target.dsn, None)
-        async with services.pool.acquire() as conn:
+        services = Services(
+            runner, schedules, StateStore("syncd"), metrics, connections=connections
+        )
+        services.pool = connections.target
+        async with services.pool.connection() as conn:
             await services.store.migrate(conn)
         schedules.apply(config)
         schedules.start()
@@ -64,8 +68,8 @@ async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
         await services.runner.drain(5)
         services.schedules.shutdown()
         await client.close()
-        assert services.pool is not None
-        await services.pool.close()
+        assert services.connections is not None
+        await services.connections.__aexit__(None, None, None)
 
 
 async def body(response: ClientResponse, status: int) -> dict[str, Any]:
@@ -468,16 +472,17 @@ async def test_a_pool_with_no_free_connection_is_503_after_a_bounded_wait(api, m
     monkeypatch.setattr(api_module, "ACQUIRE_TIMEOUT_S", 0.1)
     client = await api({"items": ITEMS})
     pool = client.server.app[SERVICES].pool
-    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    held = [await pool.lend() for _ in range(pool.budget.size)]
     try:
-        for path in (f"{PREFIX}/status", f"{PREFIX}/runs", "/readyz"):
-            assert await _reason_of_503(client, "get", path) == (
-                "the target database is not reachable: it did not answer in time,"
-                " or every connection to it stayed busy"
-            )
+        for path in (f"{PREFIX}/status", f"{PREFIX}/runs"):
+            answer = await body(await client.get(path), 503)
+            assert answer["message"] == "no connection to the target within 100ms: all 6 are in use"
+        assert await _reason_of_503(client, "get", "/readyz") == (
+            "no connection to the target within 1s: all 6 are in use"
+        )
     finally:
         for connection in held:
-            await pool.release(connection)
+            pool.give_back(connection, clean=True)
     await body(await client.get(f"{PREFIX}/status"), 200)
 
 
@@ -555,3 +560,57 @@ async def test_status_names_the_index_a_source_lacks(conn: asyncpg.Connection, a
 
     assert before["missing_index"] is None  # not known before a run has looked
     assert after["missing_index"] == 'CREATE INDEX ON "src"."items" ("updated_at", "id")'
+
+
+GATE = """
+CREATE FUNCTION src.gate() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN PERFORM pg_advisory_xact_lock_shared(7); RETURN true; END $$;
+"""
+GATED = ITEMS | {"table": None, "query": "SELECT * FROM src.items WHERE src.gate()"}
+
+
+async def test_a_start_that_must_wait_is_202_queued_and_409_only_while_running(
+    conn: asyncpg.Connection, api
+) -> None:
+    await create_items(conn, 30)
+    await conn.execute(GATE)
+    client = await api(
+        {"a": GATED, "b": ITEMS | {"target_table": "public.b"}}, max_concurrent_runs=1
+    )
+    await conn.execute("SELECT pg_advisory_lock(7)")  # a's reads wait here
+    started = await body(await client.post(f"{PREFIX}/start", json={"sync_name": "a"}), 202)
+    assert started["status"] == "started"
+    await wait_for_value(conn, "SELECT true FROM pg_locks WHERE objid = 7 AND NOT granted")
+
+    queued = await body(await client.post(f"{PREFIX}/start", json={"sync_name": "b"}), 202)
+    assert (queued["status"], queued["queue_position"]) == ("queued", 1)
+    assert queued["message"] == (
+        "Batch sync queued with batch_size=1000: 1 running, position 1 in the queue"
+    )
+    again = await body(
+        await client.post(f"{PREFIX}/start", json={"sync_name": "b", "batch_size": 7}), 202
+    )
+    assert (again["run_id"], again["batch_size"]) == (queued["run_id"], 7)
+    busy = await body(await client.post(f"{PREFIX}/start", json={"sync_name": "a"}), 409)
+    assert busy["run_id"] == started["run_id"]
+
+    status = await body(await client.get(f"{PREFIX}/status?sync_name=b"), 200)
+    assert (status["running"], status["queued"], status["queue_position"]) == (False, True, 1)
+    assert status["run_id"] == queued["run_id"] and status["queued_at"]
+    listing = await body(await client.get(f"{PREFIX}/syncs"), 200)
+    assert listing["runs"] == {"running": 1, "queued": 1, "max_concurrent_runs": 1}
+    pools = {p["pool"]: p for p in listing["pools"]}
+    assert pools["target"]["in_use"] >= 1 and pools["target"]["max"] == 6
+    assert pools["source:pg"] == {
+        "pool": "source:pg", "in_use": 1, "idle": 0, "max": 4, "waiting": 0
+    }  # fmt: skip
+    metrics = await (await client.get("/metrics")).text()
+    assert "syncd_runs_queued 1.0" in metrics
+
+    waiting = asyncio.ensure_future(client.post(f"{PREFIX}/start-sync?sync_name=b"))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # a start-sync waits in the same queue
+    await conn.execute("SELECT pg_advisory_unlock(7)")
+    finished = await body(await waiting, 200)
+    assert (finished["run_id"], finished["rows_this_run"]) == (queued["run_id"], 30)
+    assert await conn.fetchval("SELECT batches FROM syncd.runs WHERE sync_name = 'b'") == 5

@@ -80,7 +80,7 @@ async def read_all(config: Config, window: Window, batch_size: int) -> list[Any]
 # -- the pool and the session ------------------------------------------------------------
 
 
-async def test_the_pool_holds_one_prepared_session_named_syncd(
+async def test_the_pool_lends_prepared_sessions_named_syncd(
     oracle: FakeOracle, make_config: Any
 ) -> None:
     config = configure(make_config, cursor="UPDATED_AT")
@@ -93,8 +93,10 @@ async def test_the_pool_holds_one_prepared_session_named_syncd(
             "user": "SYNCD",
             "password": "pw",
             "min": 0,
-            "max": 1,
+            "max": 4,  # the source's max_connections; a run of its own takes one
             "increment": 1,
+            "getmode": oracledb.POOL_GETMODE_TIMEDWAIT,
+            "wait_timeout": 10_000,  # the source's connect_timeout
             "session_callback": ANY,
             "program": "syncd",
             "tcp_connect_timeout": 10.0,

@@ -133,7 +133,12 @@ async def test_the_page_shows_every_sync_and_asks_nothing_of_other_hosts(
     await expect(page.field("broken", "source")).to_have_text("pg")
     await expect(page.field("broken", "target")).to_have_text("public.broken")
     await expect(page.field("broken", "schedule")).to_have_text("every 1h")
-    await expect(page.field("broken", "next-run")).to_have_text(re.compile(r"^in (59|60) min"))
+    # At the sync's own offset into the hour, as the API says.
+    _, status = await daemon.request("GET", "/api/batch-sync/status?sync_name=broken")
+    await expect(page.field("broken", "next-run")).to_have_attribute(
+        "datetime", status["next_run_at"]
+    )
+    await expect(page.field("broken", "next-run")).to_have_text(re.compile(r"^in "))
     await expect(page.field("broken", "next-run")).to_have_attribute("title", re.compile("UTC"))
     await expect(page.runs("broken")).to_have_count(1)
     await expect(page.runs("broken").locator("td")).to_have_text(
@@ -324,3 +329,48 @@ async def test_an_unreachable_target_has_its_say(tmp_path: Path, visit) -> None:
         await page.screenshot("status-page-not-ready.png")
     finally:
         await daemon.stop()
+
+
+async def test_a_queued_run_shows_where_it_waits_and_the_daemon_how_busy_it_is(
+    conn: asyncpg.Connection, start_daemon, visit
+) -> None:
+    await create_items(conn, 50)
+    # a's reads wait while the test holds advisory lock 7: it keeps the only slot.
+    await conn.execute(
+        "CREATE FUNCTION src.gate() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$"
+        " BEGIN PERFORM pg_advisory_xact_lock_shared(7); RETURN true; END $$"
+    )
+    gated = ITEMS | {"table": None, "query": "SELECT * FROM src.items WHERE src.gate()"}
+    daemon = await start_daemon(
+        {"a": gated, "b": ITEMS | {"target_table": "public.b"}}, max_concurrent_runs=1
+    )
+    page = await visit(daemon.url)
+    await expect(page.page.locator("#updates")).to_have_text("Live updates")
+    await conn.execute("SELECT pg_advisory_lock(7)")
+    try:
+        assert (await daemon.request("POST", "/api/batch-sync/start", json={"sync_name": "a"}))[
+            0
+        ] == 202
+        await page.field("b", "start").click()
+        await expect(page.field("b", "message")).to_contain_text(
+            "Batch sync queued with batch_size=1000: 1 running, position 1 in the queue"
+        )
+        await expect(page.field("b", "state")).to_have_text("queued")
+        await expect(page.field("b", "queue")).to_have_text(
+            "Waiting for a free slot: number 1 in the queue."
+        )
+        await expect(page.field("a", "state")).to_have_text("running")
+        await expect(page.page.locator("#run-counts")).to_have_text(
+            "Runs: 1 of 1 running, 1 queued"
+        )
+        await page.page.reload()  # the connections are shown as a whole reload finds them
+        await expect(page.page.locator("#pool-use")).to_have_text(
+            re.compile(r"^Connections: target [1-6] of 6, source:pg 1 of 4$")
+        )
+        await page.screenshot("status-page-queued.png")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(7)")
+    await expect(page.field("b", "state")).to_have_text("complete")
+    await expect(page.field("b", "queue")).to_be_hidden()
+    await expect(page.page.locator("#run-counts")).to_have_text("Runs: 0 of 1 running, 0 queued")
+    assert page.errors == []

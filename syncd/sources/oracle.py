@@ -12,8 +12,9 @@ that has stamped a row but not yet committed that long before the keyset moves
 past it. A full pass may instead read at one system change number, kept in the
 checkpoint so that a resumed pass sees the same data.
 
-Each run has a pool of one connection, whose every round trip, the first
-included, is bounded by the source's ``statement_timeout``. A connection
+Sessions come from a python-oracledb pool of at most the source's ``max_connections``
+(the daemon's, shared by its runs, or one of a run's own), and every round trip, the
+first included, is bounded by the source's ``statement_timeout``. A connection
 interrupted mid-call (cancelled, timed out, cut off) is dropped unless the
 driver still calls it healthy, so no half-read reply is ever handed back.
 """
@@ -27,7 +28,7 @@ import re
 import socket
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -115,19 +116,23 @@ class OracleSession:
             raise
 
 
-@asynccontextmanager
-async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[OracleSession]:
-    """One prepared session, dropped rather than released if a call was cut short."""
+async def create_oracle_pool(config: OracleSourceConfig) -> oracledb.AsyncConnectionPool:
+    """A pool of at most the source's ``max_connections`` prepared sessions; opens none yet.
+    Its host is looked up now, once (``resolved``)."""
     connect_timeout = config.connect_timeout.total_seconds()
     dsn = await resolved(config.dsn, connect_timeout)
     with _oracle_errors(config.user, reading=None):
-        pool = oracledb.create_pool_async(
+        return oracledb.create_pool_async(
             dsn=dsn,
             user=config.user,
             password=config.secret(),
             min=0,
-            max=1,
+            max=config.max_connections,
             increment=1,
+            # Callers never ask for more sessions than max (the daemon keeps a budget in front
+            # of the pool); should one have to wait all the same, the wait has a bound.
+            getmode=oracledb.POOL_GETMODE_TIMEDWAIT,
+            wait_timeout=int(connect_timeout * 1000),
             session_callback=partial(
                 _prepare_session, int(config.statement_timeout.total_seconds() * 1000)
             ),
@@ -135,27 +140,46 @@ async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[OracleS
             tcp_connect_timeout=connect_timeout,
             expire_time=KEEPALIVE_MINUTES,
         )
+
+
+async def take_session(
+    pool: oracledb.AsyncConnectionPool, config: OracleSourceConfig
+) -> OracleSession:
+    """One prepared session from ``pool``, within the source's ``connect_timeout``."""
+    connect_timeout = config.connect_timeout.total_seconds()
+    with _oracle_errors(config.user, reading=None):
+        try:
+            async with asyncio.timeout(connect_timeout):
+                conn: oracledb.AsyncConnection = await pool.acquire()
+        except TimeoutError:
+            raise Retryable(
+                f"Oracle did not accept a session within {connect_timeout:g} s"
+            ) from None
+    return OracleSession(conn, config.statement_timeout.total_seconds())
+
+
+async def give_back_session(pool: oracledb.AsyncConnectionPool, session: OracleSession) -> None:
+    # Releasing a connection whose reply was half read would block on it, or
+    # hand the next user its leftovers; dropping closes it without a word.
+    async with _at_most(RESET_S):
+        if session.conn.is_healthy() and not session.abandoned:
+            await pool.release(session.conn)
+        else:
+            # python-oracledb annotates drop() with the synchronous Connection class.
+            await pool.drop(session.conn)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def oracle_connection(config: OracleSourceConfig) -> AsyncIterator[OracleSession]:
+    """One prepared session of a pool of its own, closed afterwards; dropped rather than
+    released if a call was cut short."""
+    pool = await create_oracle_pool(config)
     try:
-        with _oracle_errors(config.user, reading=None):
-            try:
-                async with asyncio.timeout(connect_timeout):
-                    conn: oracledb.AsyncConnection = await pool.acquire()
-            except TimeoutError:
-                raise Retryable(
-                    f"Oracle did not accept a session within {connect_timeout:g} s"
-                ) from None
-        session = OracleSession(conn, config.statement_timeout.total_seconds())
+        session = await take_session(pool, config)
         try:
             yield session
         finally:
-            # Releasing a connection whose reply was half read would block on it, or
-            # hand the next user its leftovers; dropping closes it without a word.
-            async with _at_most(RESET_S):
-                if conn.is_healthy() and not session.abandoned:
-                    await pool.release(conn)
-                else:
-                    # python-oracledb annotates drop() with the synchronous Connection class.
-                    await pool.drop(conn)  # type: ignore[arg-type]
+            await give_back_session(pool, session)
     finally:
         async with _at_most(RESET_S):
             await pool.close(force=True)
@@ -212,6 +236,19 @@ async def _at_most(seconds: float) -> AsyncIterator[None]:
             yield
 
 
+_OUT_OF_SESSIONS = ("ORA-00018", "ORA-00020", "ORA-12516", "ORA-12519", "ORA-12520")
+"""Sessions or processes exhausted, or a listener with no handler free: the server is full."""
+
+
+def out_of_sessions(exc: BaseException) -> bool:
+    """Whether a failure to get a session says that the database has no room for one more.
+    Thin mode reports a listener's refusals as DPY-6000 "(Similar to ORA-12516)"."""
+    return any(
+        isinstance(error, oracledb.Error) and any(code in str(error) for code in _OUT_OF_SESSIONS)
+        for error in (exc, exc.__cause__)
+    )
+
+
 async def check_oracle(config: OracleSourceConfig) -> str:
     try:
         async with oracle_connection(config) as session:
@@ -222,14 +259,18 @@ async def check_oracle(config: OracleSourceConfig) -> str:
 
 @asynccontextmanager
 async def open_oracle_source(
-    config: OracleSourceConfig, sync: SyncConfig
+    config: OracleSourceConfig,
+    sync: SyncConfig,
+    session: AbstractAsyncContextManager[OracleSession] | None = None,
 ) -> AsyncIterator[OracleSource]:
+    """The source of ``sync`` on a session of its own, or on ``session``: one lent by the
+    daemon's pool for the source."""
     if sync.table is None:
         raise SourceError(
             "an Oracle sync reads a table or a view: put the query in a view and name it in 'table'"
         )
-    async with oracle_connection(config) as session:
-        yield OracleSource(session, sync, config)
+    async with session or oracle_connection(config) as lent:
+        yield OracleSource(lent, sync, config)
 
 
 # -- Errors -----------------------------------------------------------------------------

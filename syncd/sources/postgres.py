@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,21 @@ _TIME_TYPES = ("timestamp", "date")
 
 @asynccontextmanager
 async def open_postgres_source(
-    config: PostgresSourceConfig, sync: SyncConfig
+    config: PostgresSourceConfig,
+    sync: SyncConfig,
+    connection: AbstractAsyncContextManager[asyncpg.Connection] | None = None,
 ) -> AsyncIterator[PostgresSource]:
+    """The source of ``sync`` on a connection of its own, or on ``connection``: one lent by
+    the daemon's pool for the source, which decides whether it may be used again."""
+    async with connection or _own_connection(config) as conn:
+        yield PostgresSource(conn, sync, config.cursor_time_zone)
+
+
+@asynccontextmanager
+async def _own_connection(config: PostgresSourceConfig) -> AsyncIterator[asyncpg.Connection]:
     conn = await pg.connect_to(config)
     try:
-        yield PostgresSource(conn, sync, config.cursor_time_zone)
+        yield conn
     finally:
         await _close(conn)
 

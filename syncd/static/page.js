@@ -87,7 +87,12 @@ class Card {
     const answer = await post("start", body);
     if (answer.ok) {
       this.say(`${answer.body.message} (run ${answer.body.run_id.slice(0, 8)}).`);
-      if (this.view) this.show({ ...this.view, running: true, run_rows_read: 0 });
+      const queued = answer.body.status === "queued";
+      if (this.view) {
+        this.show(queued
+          ? { ...this.view, queued, queue_position: answer.body.queue_position }
+          : { ...this.view, running: true, queued: false, run_rows_read: 0 });
+      }
     } else {
       this.refused(answer);
     }
@@ -117,7 +122,7 @@ class Card {
   // Events carry the running numbers, so the bar moves with every batch without asking again.
   onEvent(type, event) {
     if (type === "batch_committed" && this.view) {
-      this.show({ ...this.view, running: true, run_id: event.run_id,
+      this.show({ ...this.view, running: true, queued: false, run_id: event.run_id,
                   run_rows_read: event.run_rows_read, rows_per_second: event.rows_per_second,
                   source_rows_estimate: event.source_rows_estimate });
     }
@@ -166,6 +171,9 @@ class Card {
     this.field("total-in-db").textContent = view.total_in_db == null
       ? "no table yet" : count(view.total_in_db);
     showTime(this.field("last-sync"), view.last_sync_at, "never");
+    this.field("queue").hidden = !view.queued;
+    this.field("queue").textContent = view.queued
+      ? `Waiting for a free slot: ${ordinal(view.queue_position)} in the queue.` : "";
     this.showProgress(view);
     this.field("error-box").hidden = !view.last_error;
     this.field("error").textContent = view.last_error ?? "";
@@ -220,6 +228,7 @@ class Card {
 // The state in one word. A failure is the newest run's; last_error alone may be older.
 function stateOf(view, runs) {
   if (view.running) return "running";
+  if (view.queued) return "queued";
   const newest = view.last_run_status ?? runs?.[0]?.status;
   if (newest === "failed") return "failed";
   if (view.is_complete) return "complete";
@@ -256,6 +265,10 @@ function relative(date) {
   return relativeTime.format(Math.round(seconds / 86400), "day");
 }
 
+function ordinal(position) {
+  return position == null ? "somewhere" : `number ${numbers.format(position)}`;
+}
+
 function duration(seconds) {
   if (seconds < 10) return `${seconds.toFixed(1)} s`;
   if (seconds < 90) return `${Math.round(seconds)} s`;
@@ -279,6 +292,7 @@ async function reloadAll() {
     showProblem(`Could not load the syncs: ${failure(listing)}`);
   } else {
     showProblem(null);
+    showCapacity(listing.body.runs, listing.body.pools);
     const names = new Set(listing.body.syncs.map((view) => view.sync_name));
     for (const [name, card] of cards) {
       if (!names.has(name)) {
@@ -324,6 +338,19 @@ function showReadiness(ready) {
     item.textContent = reason;
     return item;
   }));
+}
+
+// How busy the daemon is: its runs against max_concurrent_runs, and each database's
+// connections against its max_connections. Events bring the run counts between reloads.
+function showCapacity(runs, pools) {
+  if (!runs) return;
+  byId("capacity").hidden = false;
+  byId("run-counts").textContent = `Runs: ${count(runs.running)} of ${count(runs.max_concurrent_runs)}`
+    + ` running, ${count(runs.queued)} queued`;
+  if (pools) {
+    byId("pool-use").textContent = "Connections: " + pools
+      .map((pool) => `${pool.pool} ${count(pool.in_use)} of ${count(pool.max)}`).join(", ");
+  }
 }
 
 function showProblem(text) {
@@ -376,9 +403,10 @@ function listen() {
     // The browser retries by itself unless the answer was not an event stream at all.
     if (source.readyState === EventSource.CLOSED) setTimeout(listen, RELOAD_MS.live);
   });
-  for (const type of ["run_started", "batch_committed", "run_finished"]) {
+  for (const type of ["run_queued", "run_started", "batch_committed", "run_finished"]) {
     source.addEventListener(type, (message) => {
       const event = JSON.parse(message.data);
+      if (event.runs) showCapacity(event.runs, null);
       const card = cards.get(event.sync_name);
       if (card) card.onEvent(type, event);
       else reload(); // a sync this page has not seen: the configuration was reloaded

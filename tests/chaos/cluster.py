@@ -47,9 +47,10 @@ async def _run(*command: str, cwd: Path | None = None) -> str:
 
 
 class PrivateCluster:
-    def __init__(self, base: Path, port: int) -> None:
+    def __init__(self, base: Path, port: int, max_connections: int = 60) -> None:
         self.base = base
         self.port = port
+        self.max_connections = max_connections
         self.data = base / "data"
         self.logfile = base / "postgresql.log"
         self.mounts: list[Path] = []
@@ -59,7 +60,7 @@ class PrivateCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}"
 
     @classmethod
-    async def create(cls) -> PrivateCluster:
+    async def create(cls, max_connections: int = 60) -> PrivateCluster:
         if os.geteuid() != 0:
             raise Unavailable("needs root, to run initdb and pg_ctl as the postgres user")
         if not (BIN / "initdb").exists():
@@ -70,7 +71,7 @@ class PrivateCluster:
             raise Unavailable(f"no {OS_USER} OS user") from None
         base = Path(tempfile.mkdtemp(prefix="syncd-chaos-pg-"))
         os.chown(base, user.pw_uid, user.pw_gid)
-        cluster = cls(base, _free_port())
+        cluster = cls(base, _free_port(), max_connections)
         try:
             await cluster._as_postgres(
                 str(BIN / "initdb"), "-D", str(cluster.data), "-U", "postgres", "-A", "trust",
@@ -88,7 +89,7 @@ class PrivateCluster:
     async def _pg_ctl(self, action: str, *extra: str) -> str:
         options = (
             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
-            " -c max_connections=60 -c shared_buffers=64MB -c fsync=off"
+            f" -c max_connections={self.max_connections} -c shared_buffers=64MB -c fsync=off"
         )
         return await self._as_postgres(
             str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
