@@ -117,7 +117,7 @@ class Result:
     rows_checked: int = 0
     rows_lost: int = 0
     rows_duplicated: int = 0
-    """Rows the target took in a second time: an (id, version) repeated in its image log."""
+    """Rows the target took in a second time: an (id, version) repeated in its log."""
     max_recovery_s: float | None = None
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -323,7 +323,10 @@ class Writer:
 
 
 class Stage:
-    """A source and a target database of the scenario's own, the writer, and the daemons."""
+    """A source and a target database of the scenario's own, the writer, and the daemons.
+
+    ``target_table`` is the statement that makes the target table (``target_ddl``).
+    """
 
     def __init__(
         self,
@@ -647,6 +650,7 @@ class Applications:
 
 
 async def applications(stage: Stage) -> Applications:
+    """Each key's applications in the order the target took them in, against the one before."""
     target = await connect(stage.target_dsn)
     try:
         tally = await target.fetchrow(
