@@ -564,15 +564,13 @@ async def disk_full(p: Params) -> Result:
             await admin.execute(f"CREATE TABLESPACE chaos_small LOCATION '{space}'")
         finally:
             await admin.close()
-        async with Stage("disk_full", p, target_server=cluster.server) as stage:
-            target = await connect(stage.target_dsn)
-            try:
-                await target.execute(
-                    target_ddl(tail=" USING INDEX TABLESPACE chaos_small")
-                    + " WITH (fillfactor = 100) TABLESPACE chaos_small"
-                )
-            finally:
-                await target.close()
+        in_small_space = (
+            target_ddl(tail=" USING INDEX TABLESPACE chaos_small")
+            + " WITH (fillfactor = 100) TABLESPACE chaos_small"
+        )
+        async with Stage(
+            "disk_full", p, target_server=cluster.server, target_table=in_small_space
+        ) as stage:
             config = stage.write_config()
             await stage.writer.start()
             daemon = await stage.start_daemon(config)
@@ -631,12 +629,7 @@ async def poison(p: Params) -> Result:
     column; earlier batches stay committed and nothing half-written remains."""
     result = Result("poison")
     rng = p.rng("poison")
-    async with Stage("poison", p) as stage:
-        target = await connect(stage.target_dsn)
-        try:
-            await target.execute(target_ddl(amount_type="numeric(9, 2)"))
-        finally:
-            await target.close()
+    async with Stage("poison", p, target_table=target_ddl(amount_type="numeric(9, 2)")) as stage:
         config = stage.write_config()
         await stage.writer.start()
         daemon = await stage.start_daemon(config)
