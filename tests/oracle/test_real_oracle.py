@@ -25,6 +25,7 @@ import oracledb
 import pytest
 
 from syncd.config import Config
+from syncd.pools import Backoff, OraclePool
 from syncd.sources import Limits, Window, check_source, open_source
 from syncd.sources import oracle as oracle_source
 from tests.helpers import Recorder, run_sync
@@ -245,23 +246,30 @@ async def test_a_pass_at_an_scn_resumes_at_the_same_scn(
 async def test_cancelling_mid_query_leaves_no_broken_connection_behind(
     make_config: Any,
 ) -> None:
+    """Through the daemon's own pool for the source: the next run there must be able to
+    take the very session a cancelled call was on, or a fresh one, never a broken one."""
     config = configure(make_config, "DUAL")
+    source = config.sources["ora"]
+    pool = OraclePool("source:ora", source, Backoff())
     slow = "SELECT COUNT(*) FROM ALL_OBJECTS a, ALL_OBJECTS b, ALL_OBJECTS c"
 
-    async def query(conn: oracledb.AsyncConnection, sql: str) -> Any:
-        with conn.cursor() as cursor:
-            await cursor.execute(sql)
-            return await cursor.fetchall()
+    async def query(session: oracle_source.OracleSession, sql: str) -> Any:
+        with session.conn.cursor() as cursor:
+            await session.call(cursor.execute(sql))
+            return await session.call(cursor.fetchall())
 
-    async with asyncio.timeout(60):
-        async with oracle_source.oracle_connection(config.sources["ora"]) as conn:
-            running = asyncio.create_task(query(conn, slow))
-            await asyncio.sleep(1)
-            running.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await running
-        async with oracle_source.oracle_connection(config.sources["ora"]) as conn:
-            assert await query(conn, "SELECT 1 FROM DUAL") == [(1,)]
+    try:
+        async with asyncio.timeout(60):
+            async with pool.session() as session:
+                running = asyncio.create_task(query(session, slow))
+                await asyncio.sleep(1)
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            async with pool.session() as session:
+                assert await query(session, "SELECT 1 FROM DUAL") == [(1,)]
+    finally:
+        await pool.close()
 
 
 async def test_check_config_names_the_server(make_config: Any) -> None:
