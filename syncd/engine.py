@@ -32,9 +32,9 @@ from syncd.target import DirectCopyConflict, TargetTable
 
 log = structlog.get_logger("syncd.engine")
 
-FETCHER_UNWIND_S = 10.0
-"""How long a cancelled fetcher may take to give its source connection back; the
-connection is closed by its owner either way."""
+FETCHER_UNWIND_S = 1.0
+"""How long a cancelled fetcher may take to unwind before its source connection is
+aborted under it (and as long again after that)."""
 CLOSE_S = 10.0
 """How long the run's final bookkeeping may take before it is given up on."""
 
@@ -373,7 +373,7 @@ class _Run:
                 raise fetcher.exception() from None  # type: ignore[misc]
             raise
         finally:
-            await handoff.stop(fetcher, within=FETCHER_UNWIND_S)
+            await handoff.stop(fetcher, within=FETCHER_UNWIND_S, abort=source.abort)
 
     async def _fetch(
         self, source: Source, window: Window, handed_over: asyncio.Queue[Batch]

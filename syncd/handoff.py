@@ -10,7 +10,7 @@ item also watches the reader's outcome, so a failed reader wakes it at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
@@ -37,16 +37,21 @@ async def receive(queue: asyncio.Queue[Item], producer: asyncio.Future[Any]) -> 
     return queue.get_nowait()
 
 
-async def stop(task: asyncio.Task[Any], within: float) -> None:
-    """Cancel ``task`` and wait at most ``within`` seconds for it to unwind.
+async def stop(task: asyncio.Task[Any], within: float, abort: Callable[[], None]) -> None:
+    """Cancel ``task`` and give it ``within`` seconds to unwind; then ``abort`` what it is
+    waiting on (its connection), which ends any wait at once, and give it as long again.
 
-    Whatever it ends with is of no interest any more, and is marked as seen so that
-    asyncio does not report it. A task that will not end in time is left to end on its
-    own: its connection is closed by whoever owns it.
+    A reader cancelled in the middle of a COPY may otherwise wait on its connection for
+    long: the server goes on sending until a cancel request reaches it. Whatever the task
+    ends with is of no interest any more, and is marked as seen so that asyncio does not
+    report it.
     """
-    task.cancel()
-    await asyncio.wait({task}, timeout=within)
     task.add_done_callback(mark_seen)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=within)
+    if not done:
+        abort()
+        await asyncio.wait({task}, timeout=within)
 
 
 def mark_seen(future: asyncio.Future[Any]) -> None:

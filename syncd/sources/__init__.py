@@ -118,6 +118,11 @@ class Source(Protocol):
         """A cheap guess at how many rows ``window`` holds, for progress and ETA."""
         ...
 
+    def abort(self) -> None:
+        """Drop the connection at once, whatever it is doing: after this, every wait on it
+        ends with an error, and it is never used again."""
+        ...
+
     def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         """Batches within ``limits`` in keyset order, each ending at a key boundary.
 

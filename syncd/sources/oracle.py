@@ -108,11 +108,13 @@ class OracleSession:
             async with asyncio.timeout(self._limit):
                 return await asyncio.shield(call)
         except (asyncio.CancelledError, TimeoutError):
-            call.cancel()
-            self.abandoned = True
-            await asyncio.wait({call}, timeout=RESET_S)
-            self.abandoned = not call.done()
             call.add_done_callback(mark_seen)
+            call.cancel()
+            try:
+                await asyncio.wait({call}, timeout=RESET_S)
+            finally:
+                if not call.done():
+                    self.abandoned = True
             raise
 
 
@@ -506,6 +508,10 @@ class OracleSource:
         self._table = TableName.parse(sync.table or "")
         self._names = {"owner": self._table.schema, "table_name": self._table.name}
         self._described: _Described | None = None
+
+    def abort(self) -> None:
+        # Its calls unwind within RESET_S on their own; the session must not be reused.
+        self._session.abandoned = True
 
     async def describe(self) -> Shape:
         return (await self._ensure_described()).shape

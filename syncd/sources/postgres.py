@@ -94,6 +94,9 @@ class PostgresSource:
         )
         self._described: _Described | None = None
 
+    def abort(self) -> None:
+        self._conn.terminate()
+
     async def describe(self) -> Shape:
         """The sync's columns; fails naming a missing column, or a key column holding NULL."""
         if self._described is None:
