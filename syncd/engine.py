@@ -68,6 +68,8 @@ class RunResult:
     """The CREATE INDEX the source lacks for reading by batches, when it lacks one."""
     schema_changes: list[str] = field(default_factory=list)
     """What the run did about each change of the source's columns: added, widened…"""
+    backfill_remaining: bool = False
+    """The run stopped its backfill at its budget of batches: a later run goes on with it."""
 
     @property
     def rows_unchanged(self) -> int:
@@ -360,7 +362,8 @@ class _Run:
                 if self.engine.stop.is_set():
                     raise _StopRequested
                 backfilled += phase.backfill
-                if backfilled == self.request.backfill_batches:
+                if backfilled == self.request.backfill_batches and not reached_end:
+                    self.result.backfill_remaining = True
                     return  # the rest in a later run
             if phase.backfill and not reached_end:
                 await self.store.finish_backfill(self.writer.conn, self.name)

@@ -41,6 +41,12 @@ class Metrics:
         self.runs = Counter(
             "syncd_runs", "Finished runs by outcome.", [*labels, "status"], registry=self.registry
         )
+        self.schema_changes = Counter(
+            "syncd_schema_changes",
+            "Changes of a source's columns, by what the sync did about them.",
+            [*labels, "action"],
+            registry=self.registry,
+        )
         self.running = Gauge(
             "syncd_running",
             "1 while a run of the sync is in progress.",
@@ -80,6 +86,8 @@ class Metrics:
     def run_finished(self, result: RunResult) -> None:
         self.running.labels(result.sync_name).set(0)
         self.runs.labels(result.sync_name, result.status).inc()
+        for action in result.schema_changes:
+            self.schema_changes.labels(result.sync_name, action).inc()
         if result.status == "succeeded":
             finished = time.time()
             self.last_success.labels(result.sync_name).set(finished)

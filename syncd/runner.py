@@ -38,6 +38,9 @@ log = structlog.get_logger("syncd.runner")
 
 RESUME = "resume"
 """The trigger of a run that continues one which gave its slot up."""
+BACKFILL_BATCHES = 20
+"""Backfill batches a run does before it queues again behind the other syncs' runs: a
+large table's new column is filled in without holding up anyone's schedule."""
 
 
 class Busy(SyncdError):
@@ -262,10 +265,11 @@ class Runner:
                 result = await self._slice(live)
                 if earlier is not None:
                     result = _summed(earlier, result)
-                if not live.yielding or not self._accepting:
+                if not (live.yielding or result.backfill_remaining) or not self._accepting:
                     return result
                 log.info("run_yielded", sync_name=live.sync_name, run_id=live.run_id,
                          ran_s=round(time.monotonic() - live.started_monotonic, 1),
+                         reason="backfill" if result.backfill_remaining else "long run",
                          **self.counts())  # fmt: skip
                 earlier = result
                 live.continued()
@@ -290,6 +294,7 @@ class Runner:
             batch_size=live.requested_batch_size,
             full_refresh=live.full_refresh,
             run_id=live.run_id,
+            backfill_batches=BACKFILL_BATCHES,
         )
         engine = Engine(
             self._config,
@@ -443,6 +448,7 @@ def _summed(before: RunResult, last: RunResult) -> RunResult:
         batches=before.batches + last.batches,
         rows_read=before.rows_read + last.rows_read,
         rows_written=before.rows_written + last.rows_written,
+        schema_changes=before.schema_changes + last.schema_changes,
     )
 
 

@@ -25,7 +25,7 @@ from syncd.errors import ConfigError, SourceError
 from syncd.sources import Limits, Window, open_source
 from syncd.sources import oracle as oracle_source
 from tests.helpers import Recorder, fingerprint, run_sync
-from tests.oracle.harness import FakeOracle, fake_oracle
+from tests.oracle.harness import FakeOracle, declare, fake_oracle
 
 SOURCES = {
     "crm": {"kind": "oracle", "dsn": "crm-db:1521/FREEPDB1", "user": "SYNCD", "password": "pw"}
@@ -678,3 +678,57 @@ async def test_a_date_cursors_now_is_the_wall_clock_of_its_zone_and_lag_needs_on
     await run_sync(config, "items")
     (read,) = [s for s in oracle.statements if "FETCH FIRST" in s.sql][:1]
     assert read.binds["before"] == before
+
+
+async def test_an_oracle_table_that_grows_a_column_and_a_number_is_followed(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await oracle.create_table(
+        "GROWING",
+        {
+            "ID": "NUMBER(9)",
+            "UPDATED_AT": "TIMESTAMP(6)",
+            "QTY": "NUMBER(4)",
+            "NOTE": "VARCHAR2(10)",
+        },
+        primary_key=["ID"],
+    )
+    await conn.execute(
+        """INSERT INTO "CRM"."GROWING"
+           SELECT n, timestamp '2025-01-01' + n * interval '1 second', n, 'n' || n
+             FROM generate_series(1, 40) AS n"""
+    )
+    sync = {"source": "crm", "table": "CRM.GROWING", "cursor": "UPDATED_AT", "batch_size": 7}
+    config = configure(make_config, growing=sync | {"target_table": "public.growing"})
+    await run_sync(config, "growing")
+
+    # As ALL_TAB_COLUMNS shows a DBA's ALTER TABLE: QTY widened to NUMBER(9), NOTE to
+    # VARCHAR2(200) (text either way), and a REGION column added with a default.
+    await conn.execute(
+        """ALTER TABLE "CRM"."GROWING" ALTER COLUMN "QTY" TYPE numeric(9,0),
+           ADD COLUMN "REGION" text COLLATE "default" DEFAULT 'EMEA'"""
+    )
+    await conn.execute(
+        """UPDATE all_tab_columns SET data_precision = 9
+            WHERE table_name = 'GROWING' AND column_name = 'QTY';
+           INSERT INTO all_tab_columns VALUES ('CRM', 'GROWING', 'REGION', 'VARCHAR2', NULL,
+                                               NULL, 5, 'Y')"""
+    )
+    oracle.tables[("CRM", "GROWING")]["REGION"] = declare("VARCHAR2(20)")
+    await conn.execute('UPDATE "CRM"."GROWING" SET "QTY" = 70000 WHERE "ID" = 40')
+
+    with capture_logs() as logs:
+        result = await run_sync(config, "growing")
+
+    assert result.status == "succeeded"
+    actions = {(e["column"], e["action"]) for e in logs if e["event"] == "schema_change"}
+    assert actions == {("QTY", "widened"), ("REGION", "added")}
+    types = dict(
+        await conn.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'public.growing'::regclass AND attnum > 0"
+        )
+    )
+    assert (types["qty"], types["region"]) == ("integer", "text")
+    rows = await conn.fetch("SELECT id, qty, region FROM public.growing ORDER BY id")
+    assert all(r["region"] == "EMEA" for r in rows) and rows[-1]["qty"] == 70000

@@ -11,12 +11,14 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from syncd import runner as runner_module
 from syncd.config import SchemaChangePolicy
 from syncd.errors import SchemaChanged
 from syncd.schema import follow, widens
 from syncd.sources import Column, Shape
 from tests.conftest import ConfigFactory
 from tests.helpers import Recorder, create_items, fingerprint, run_sync, wait_for_value
+from tests.test_many import daemon_parts
 
 ITEMS = {"table": "src.items", "key": ["id"], "cursor": "updated_at", "target_table": "items"}
 
@@ -277,3 +279,25 @@ def test_a_rename_is_a_drop_and_an_add() -> None:
         ("NAME", "dropped", "kept"),
     ]
     assert followed.dropped == ["name"] and followed.backfill == ["TITLE"]
+
+
+async def test_the_daemon_backfills_in_slices_between_other_runs_and_counts_the_change(
+    conn: asyncpg.Connection, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create_items(conn, 1_000)
+    config, _ = make_config({"items": ITEMS | {"batch_size": 50}})
+    monkeypatch.setattr(runner_module, "BACKFILL_BATCHES", 4)
+    async with daemon_parts(config) as (runner, _, metrics):
+        await runner.wait(runner.trigger("items", trigger="test"))
+        await conn.execute("ALTER TABLE src.items ADD COLUMN region text DEFAULT 'EMEA'")
+
+        with capture_logs() as logs:
+            result = await runner.wait(runner.trigger("items", trigger="test"))
+
+        assert result.status == "succeeded" and result.rows_written == 1_000
+        yielded = [e for e in logs if e["event"] == "run_yielded" and e["reason"] == "backfill"]
+        assert len(yielded) >= 1_000 // 50 // 4 - 1, "each slice of 4 batches queued again"
+        assert 'syncd_schema_changes_total{action="added",sync_name="items"} 1.0' in (
+            metrics.render().decode()
+        )
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")

@@ -527,9 +527,7 @@ async def stop_daemon(daemon: Daemon, result: Result, *, grace_s: float = 10) ->
     code = await daemon.stop(signal.SIGTERM)
     took = time.monotonic() - began
     result.expect(code == 0, f"daemon {daemon.pid} exited {code} on SIGTERM")
-    tail = "; ".join(
-        f"{e.get('timestamp', '')[11:23]} {e['event']}" for e in daemon.lines[-12:]
-    )
+    tail = "; ".join(f"{e.get('timestamp', '')[11:23]} {e['event']}" for e in daemon.lines[-12:])
     result.expect(
         took < grace_s,
         f"daemon {daemon.pid} took {took:.1f} s to stop (grace {grace_s} s); its log ended: {tail}",
