@@ -166,6 +166,9 @@ class TargetConfig(_Database):
     dsn: str
     """Required: a default database would quietly receive syncd's state and every row."""
     state_schema: str = "syncd"
+    synchronous_commit: Literal["on", "off"] = "off"
+    """Whether each batch's commit waits for its WAL to be flushed. Off loses nothing
+    but recent whole batches on a server crash, which the next run reads again."""
     max_connections: int = Field(default=6, ge=2, le=1000)
     """The daemon's connections to the target, all told: each running sync's writer, the
     API's reads and the state store's. The daemon never opens more."""
@@ -309,7 +312,7 @@ class SyncConfig(_Model):
     lookback: Duration | None = None
     columns: list[str] | None = Field(default=None, min_length=1)
     target_table: str
-    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_bytes: ByteSize = Field(default=64 * 10**6, ge=64 * 1024)
     """A batch also ends once its rows take this many bytes, so that wide rows cannot
     make a batch of ``batch_size`` rows outgrow memory."""

@@ -250,7 +250,13 @@ class _Run:
         written = replace(
             shape, columns=tuple(c for c in shape.columns if c.name not in followed.ignored)
         )
-        table = TargetTable(self.sync.target, written, self.sync.types, nulled=followed.dropped)
+        table = TargetTable(
+            self.sync.target,
+            written,
+            self.sync.types,
+            nulled=followed.dropped,
+            wait_for_flush=self.engine.config.target.synchronous_commit == "on",
+        )
         async with conn.transaction():
             if await table.exists(conn):
                 await table.follow(conn, followed.add, followed.widen)

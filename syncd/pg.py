@@ -22,6 +22,8 @@ SESSION_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "IntervalStyle": "postgres",
     "extra_float_digits": "3",
+    # Quoting a literal doubles its quotes and nothing else; syncd's statements rely on it.
+    "standard_conforming_strings": "on",
     # The server notices within two minutes that syncd's host has gone, and ends the
     # session, which releases the sync's lock for the next run.
     "tcp_keepalives_idle": "60",

@@ -38,6 +38,8 @@ log = structlog.get_logger("syncd.runner")
 
 RESUME = "resume"
 """The trigger of a run that continues one which gave its slot up."""
+SEED_BATCH_SIZE = 1000
+"""The batch size of an API start that names none, as the seed's API had it."""
 BACKFILL_BATCHES = 20
 """Backfill batches a run does before it queues again behind the other syncs' runs: a
 large table's new column is filled in without holding up anyone's schedule."""
@@ -199,6 +201,10 @@ class Runner:
             live.full_refresh |= full_refresh
             log.debug("run_coalesced", sync_name=name, run_id=live.run_id, trigger=trigger)
             return live
+        if batch_size is None and trigger == "http" and "batch_size" not in sync.model_fields_set:
+            # The seed's API ran 1,000 rows a batch when asked for no size, and so does
+            # this one; schedules and the command line use the sync's batch_size (10,000).
+            batch_size = SEED_BATCH_SIZE
         live = LiveRun(
             run_id=new_run_id(),
             sync_name=name,

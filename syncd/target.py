@@ -47,12 +47,17 @@ class TargetTable:
         shape: Shape,
         type_overrides: dict[str, str] | None = None,
         nulled: list[str] | None = None,
+        wait_for_flush: bool = False,
     ) -> None:
         self.name = name
         self.shape = shape
         self._overrides = type_overrides or {}
         self._nulled = nulled or []
         """Target columns the source no longer has: NULL in every row written."""
+        # A batch's commit need not wait for its WAL to reach the disk: rows and position
+        # commit together, so a server crash can only lose whole recent batches, which
+        # the next run reads again. The run's final record is written durably.
+        self._commit_setting = "" if wait_for_flush else "SET LOCAL synchronous_commit = off; "
         unknown = set(self._overrides) - {c.name for c in shape.columns}
         if unknown:
             raise SchemaMismatch(
@@ -224,6 +229,8 @@ class TargetTable:
         caller rolls the batch back and writes it again by upsert.
         """
         if direct and self._direct_copy_possible:
+            if self._commit_setting:
+                await conn.execute(self._commit_setting)
             try:
                 rows = await self._copy(conn, batch, self.name.name, self.name.schema)
             except asyncpg.UniqueViolationError:
@@ -233,7 +240,9 @@ class TargetTable:
         try:
             # One round trip: the savepoint keeps the staged rows if the upsert fails.
             upsert = self._backfill_upsert if backfill else self._upsert
-            status = await conn.execute(f"SAVEPOINT {_BEFORE_UPSERT}; {upsert}")
+            status = await conn.execute(
+                f"{self._commit_setting}SAVEPOINT {_BEFORE_UPSERT}; {upsert}"
+            )
         except asyncpg.DataError as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_BEFORE_UPSERT}")
             culprit = await self._find_rejected_value(conn, rows)

@@ -17,6 +17,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -237,9 +238,10 @@ class PostgresSource:
             )
             if tuples is not None and tuples >= 0:
                 return int(tuples)
-        where, args = self._where(described, window)
+        parameters = _Values(inline=False)
+        where = self._where(described, window, parameters)
         plan = await self._conn.fetchval(
-            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self._relation} WHERE {where}", *args
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self._relation} WHERE {where}", *parameters.args
         )
         return int(json.loads(plan)[0]["Plan"]["Plan Rows"])
 
@@ -248,33 +250,36 @@ class PostgresSource:
         order = self._order_columns(described.shape, window)
         one_pass = described.shape.missing_index is not None and not window.by_key
         while True:
-            where, args = self._where(described, window)
-            bound_sql = _whole_window_end_sql if one_pass else _batch_end_sql
-            async with self._conn.transaction(isolation="repeatable_read", readonly=True):
-                bound = await self._conn.fetchrow(
-                    bound_sql(self._relation, order, where, len(args), limits.rows),
-                    *args,
-                    *([] if one_pass else [limits.bytes]),
+            parameters = _Values(inline=False)
+            where = self._where(described, window, parameters)
+            if one_pass:
+                bound_sql_text = _whole_window_end_sql(self._relation, order, where)
+            else:
+                byte_limit = parameters(limits.bytes, "bigint")
+                bound_sql_text = _batch_end_sql(
+                    self._relation, order, where, byte_limit, limits.rows
                 )
+            async with self._conn.transaction(isolation="repeatable_read", readonly=True):
+                bound = await self._conn.fetchrow(bound_sql_text, *parameters.args)
                 if bound is None:
                     return
                 end: Position = tuple(bound[: len(order)])
                 exhausted = one_pass or (
                     bound["available"] < limits.rows and bound["n"] == bound["available"]
                 )
-                upper, upper_args = self._upto(described, order, end, len(args))
+                literals = _Values(inline=True)
+                rows_sql = (
+                    f"SELECT {described.select_list} FROM {self._relation}"
+                    f" WHERE {self._where(described, window, literals)}"
+                    f" AND {self._compare(described, order, '<=', end, literals)}"
+                )
                 stream = ByteStream()
                 try:
                     # Closed here, before its COPY began, the stream must still end: the
                     # writer may already be waiting for its first chunk.
                     yield CopyBatch(stream=stream, end=end, exhausted=exhausted)
                     status = await self._conn.copy_from_query(
-                        f"SELECT {described.select_list} FROM {self._relation}"
-                        f" WHERE {where} AND {upper}",
-                        *args,
-                        *upper_args,
-                        output=stream.put,
-                        format="binary",
+                        rows_sql, output=stream.put, format="binary"
                     )
                 except BaseException as exc:
                     stream.fail(exc)
@@ -293,11 +298,10 @@ class PostgresSource:
         cursor = [] if shape.cursor is None or window.by_key else [shape.cursor]
         return (*cursor, *shape.key)
 
-    def _where(self, described: _Described, window: Window) -> tuple[str, list[Any]]:
+    def _where(self, described: _Described, window: Window, values: _Values) -> str:
         shape = described.shape
         order = self._order_columns(shape, window)
         conditions: list[str] = []
-        args: list[Any] = []
         if shape.cursor is not None:
             cursor = quote_ident(shape.cursor)
             # A NULL cursor cannot be ordered against a position; such rows are not read.
@@ -305,31 +309,19 @@ class PostgresSource:
             if self._sync.lag is not None:
                 now = "now()"
                 if clock.is_zone_less(shape.column(shape.cursor).pg_type):
-                    args.append(self._cursor_time_zone)
-                    now = f"(now() AT TIME ZONE ${len(args)}::text)"
-                args.append(self._sync.lag)
-                conditions.append(f"{cursor} < {now} - ${len(args)}::interval")
+                    now = f"(now() AT TIME ZONE {values(self._cursor_time_zone, 'text')})"
+                conditions.append(f"{cursor} < {now} - {values(self._sync.lag, 'interval')}")
         if window.cursor_from is not None and shape.cursor is not None:
             cast = described.cast_types[shape.cursor]
-            args += [window.cursor_from, window.lookback]
             conditions.append(
-                f"{quote_ident(shape.cursor)} >= ${len(args) - 1}::text::{cast}"
-                f" - ${len(args)}::interval"
+                f"{quote_ident(shape.cursor)} >= {values(window.cursor_from, f'text::{cast}')}"
+                f" - {values(window.lookback, 'interval')}"
             )
         elif window.after is not None:
-            condition, after_args = self._compare(described, order, ">", window.after, len(args))
-            conditions.append(condition)
-            args += after_args
+            conditions.append(self._compare(described, order, ">", window.after, values))
         if window.until is not None:
-            condition, until_args = self._upto(described, order, window.until, len(args))
-            conditions.append(condition)
-            args += until_args
-        return " AND ".join(conditions) or "true", args
-
-    def _upto(
-        self, described: _Described, order: tuple[str, ...], position: Position, offset: int
-    ) -> tuple[str, list[Any]]:
-        return self._compare(described, order, "<=", position, offset)
+            conditions.append(self._compare(described, order, "<=", window.until, values))
+        return " AND ".join(conditions) or "true"
 
     @staticmethod
     def _compare(
@@ -337,8 +329,8 @@ class PostgresSource:
         order: tuple[str, ...],
         operator: str,
         position: Position,
-        offset: int,
-    ) -> tuple[str, list[Any]]:
+        values: _Values,
+    ) -> str:
         """``(columns) OP (position)`` as a row comparison, with the leading column's plain
         range beside it, which the planner can estimate and start an index scan from."""
         if len(position) != len(order):
@@ -347,21 +339,46 @@ class PostgresSource:
                 f" {len(order)} columns; the key or cursor changed: reset the sync"
             )
         binds = [
-            f"${offset + i + 1}::text::{described.cast_types[name]}" for i, name in enumerate(order)
+            values(text, f"text::{described.cast_types[name]}")
+            for text, name in zip(position, order, strict=True)
         ]
         columns = [quote_ident(name) for name in order]
         if len(order) == 1:
-            return f"{columns[0]} {operator} {binds[0]}", list(position)
+            return f"{columns[0]} {operator} {binds[0]}"
         leading = f"{columns[0]} {operator[0]}= {binds[0]}"
-        rows = f"ROW({', '.join(columns)}) {operator} ROW({', '.join(binds)})"
-        return f"{leading} AND {rows}", list(position)
+        return f"{leading} AND ROW({', '.join(columns)}) {operator} ROW({', '.join(binds)})"
+
+
+class _Values:
+    """The values a statement compares with: parameters ($1, $2…), or quoted literals in
+    its text. A COPY takes literals: given parameters, asyncpg would first prepare the
+    statement to learn their types, two more round trips for every batch."""
+
+    def __init__(self, *, inline: bool) -> None:
+        self.inline = inline
+        self.args: list[Any] = []
+
+    def __call__(self, value: Any, cast: str) -> str:
+        if self.inline:
+            return f"{_literal(value)}::{cast}"
+        self.args.append(value)
+        return f"${len(self.args)}::{cast}"
+
+
+def _literal(value: Any) -> str:
+    """A value as a string literal (standard_conforming_strings is on in every session)."""
+    if isinstance(value, timedelta):
+        value = f"{value // timedelta(microseconds=1)} microseconds"
+    elif value is None:
+        return "NULL"
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _batch_end_sql(
-    relation: str, order: tuple[str, ...], where: str, arguments: int, rows: int
+    relation: str, order: tuple[str, ...], where: str, byte_limit: str, rows: int
 ) -> str:
     """Where the next batch ends: after ``rows`` rows, or once the rows before one take
-    the byte limit (the last argument), each row's size as PostgreSQL builds it."""
+    ``byte_limit``, each row's size as PostgreSQL builds it."""
     columns = ", ".join(map(quote_ident, order))
     ascending = ", ".join(f"{quote_ident(c)} ASC NULLS LAST" for c in order)
     return (
@@ -372,13 +389,11 @@ def _batch_end_sql(
         f" ORDER BY {ascending} LIMIT {int(rows)})"
         f" SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}, n,"
         f" (SELECT count(*) FROM batch) AS available"
-        f" FROM batch WHERE bytes_before < ${arguments + 1} ORDER BY n DESC LIMIT 1"
+        f" FROM batch WHERE bytes_before < {byte_limit} ORDER BY n DESC LIMIT 1"
     )
 
 
-def _whole_window_end_sql(
-    relation: str, order: tuple[str, ...], where: str, arguments: int, rows: int
-) -> str:
+def _whole_window_end_sql(relation: str, order: tuple[str, ...], where: str) -> str:
     """The last position of the whole window: one scan, where batches would need one each."""
     # Qualified: the select list's text casts carry the same names, and ORDER BY would
     # take those, sorting '900' after '1000'.
