@@ -330,8 +330,10 @@ async def touch_one_percent(source_dsn: str) -> int:
     table = TableName.parse(SOURCE_TABLE).sql
     status = await admin_execute_on(
         source_dsn,
-        f"UPDATE {table} SET {quote_ident(CURSOR)} = now(), amount = amount + 1"
-        f" WHERE {quote_ident(KEY)} % 100 = 0",
+        # Past every cursor value there is: the demo's stamps run past today at 4M rows.
+        f"UPDATE {table} SET {quote_ident(CURSOR)} = greatest(now(),"
+        f" (SELECT max({quote_ident(CURSOR)}) FROM {table}) + interval '1 second'),"
+        f" amount = amount + 1 WHERE {quote_ident(KEY)} % 100 = 0",
     )
     return int(status.split()[-1])
 
