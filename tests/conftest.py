@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,17 +43,31 @@ async def template_db() -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def db(template_db: str) -> AsyncIterator[str]:
-    """A DSN to a database of this test's own, which serves as source and target."""
-    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def database_from(template: str, prefix: str) -> AsyncIterator[str]:
+    """A DSN to a new database copied from ``template``, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await _admin()
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         yield dsn_for(name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def db(template_db: str) -> AsyncIterator[str]:
+    """A DSN to a database of this test's own, which serves as source and target."""
+    async with database_from(template_db, "syncd_test") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def target_db(template_db: str) -> AsyncIterator[str]:
+    """A second database, as a target that is not the source's database."""
+    async with database_from(template_db, "syncd_target") as dsn:
+        yield dsn
 
 
 @pytest.fixture

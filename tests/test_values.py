@@ -3,8 +3,6 @@ and types that only the source database knows."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import asyncpg
@@ -14,7 +12,7 @@ from syncd import pg
 from syncd.identifiers import TableName
 from syncd.sources import Column, RecordBatch, Shape
 from syncd.target import TargetTable
-from tests.conftest import ConfigFactory, dsn_for
+from tests.conftest import ConfigFactory
 from tests.helpers import run_sync
 
 # Each pair is equal under `=` but is not the same value: a mirror must write the change.
@@ -135,19 +133,6 @@ async def test_dates_at_the_edges_pass_through_a_postgresql_source_unchanged(
     assert await conn.fetch(shown.format("public.edges")) == await conn.fetch(
         shown.format("src.edges")
     )
-
-
-@pytest.fixture
-async def target_db(template_db: str) -> AsyncIterator[str]:
-    """A second database, as a target that is not the source's database."""
-    name = f"syncd_target_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(dsn_for("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-        yield dsn_for(name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 SOURCE_ONLY_TYPES = """

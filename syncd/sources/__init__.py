@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
+from syncd.errors import SourceError
 from syncd.handoff import ByteStream
 
 Position = tuple[str | None, ...]
@@ -103,6 +104,19 @@ class RecordBatch:
 
 
 Batch = CopyBatch | RecordBatch
+
+
+def refuse_null_keys(label: str, counts: dict[str, int]) -> None:
+    """Stop before anything is written if a key column holds NULL: such a row has no
+    place in the keyset order, comparisons with it are never true, and it and the rows
+    after it in its batch would be skipped. ``counts`` are the NULLs by column."""
+    holding = [f"{name!r} in {count} rows" for name, count in counts.items() if count]
+    if holding:
+        raise SourceError(
+            f"the key of {label} holds NULL ({', '.join(holding)}): such rows cannot be"
+            " ordered by the key, so nothing was copied; give them a key value or choose a"
+            " key that is never NULL"
+        )
 
 
 class SnapshotExpired(Exception):

@@ -53,6 +53,7 @@ from syncd.sources import (
     Shape,
     SnapshotExpired,
     Window,
+    refuse_null_keys,
 )
 from syncd.sources.oracle_types import (
     OracleType,
@@ -627,23 +628,14 @@ class OracleSource:
         return mapped.bind
 
     async def _refuse_null_keys(self, table: str, nullable: list[str]) -> None:
-        """A row whose key is NULL has no place in the keyset order: comparisons with it
-        are never true, so it and the rows after it in its batch would be skipped."""
         if not nullable:
             return
         sql = null_keys_sql(table, [_quote(name) for name in nullable])
         (counts,) = await self._query(sql, reading=str(self._table))
-        holding = [
-            f"{name!r} in {int(count)} rows"
-            for name, count in zip(nullable, counts, strict=True)
-            if count
-        ]
-        if holding:
-            raise SourceError(
-                f"the key of the source table {self._table} holds NULL ({', '.join(holding)}):"
-                " such rows cannot be ordered by the key, so nothing was copied; give them a"
-                " key value or choose a key that is never NULL"
-            )
+        refuse_null_keys(
+            f"the source table {self._table}",
+            {name: int(count) for name, count in zip(nullable, counts, strict=True)},
+        )
 
     async def _refuse_national_text(self, columns: list[str]) -> None:
         """Thin mode reads NCHAR, NVARCHAR2 and NCLOB only in the AL16UTF16 national

@@ -28,7 +28,16 @@ from syncd.config import PostgresSourceConfig, SyncConfig
 from syncd.errors import ConfigError, SourceError
 from syncd.handoff import ByteStream
 from syncd.identifiers import TableName, quote_ident
-from syncd.sources import Batch, Column, CopyBatch, Limits, Position, Shape, Window
+from syncd.sources import (
+    Batch,
+    Column,
+    CopyBatch,
+    Limits,
+    Position,
+    Shape,
+    Window,
+    refuse_null_keys,
+)
 
 log = structlog.get_logger("syncd.sources.postgres")
 
@@ -180,25 +189,13 @@ class PostgresSource:
             )
 
     async def _refuse_null_keys(self, nullable: list[str]) -> None:
-        """A row whose key is NULL has no place in the keyset order: comparisons with it
-        are never true, so it and every row after it in its batch would be skipped."""
         if not nullable:
             return
         counts = ", ".join(f"count(*) FILTER (WHERE {quote_ident(n)} IS NULL)" for n in nullable)
         either = " OR ".join(f"{quote_ident(n)} IS NULL" for n in nullable)
         found = await self._conn.fetchrow(f"SELECT {counts} FROM {self._relation} WHERE {either}")
         assert found is not None
-        holding = [
-            f"{name!r} in {count} rows"
-            for name, count in zip(nullable, found, strict=True)
-            if count
-        ]
-        if holding:
-            raise SourceError(
-                f"the key of {self._source_label} holds NULL ({', '.join(holding)}): such rows"
-                " cannot be ordered by the key, so nothing was copied; give them a key value"
-                " or choose a key that is never NULL"
-            )
+        refuse_null_keys(self._source_label, dict(zip(nullable, found, strict=True)))
 
     async def _missing_index(self, order: tuple[str, ...]) -> str | None:
         """The CREATE INDEX a table lacks for its keyset to be read range by range, if any.
