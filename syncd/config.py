@@ -378,7 +378,8 @@ class ApiConfig(_Model):
 
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
+    format: Literal["auto", "json", "console"] = "auto"
+    """auto: console at a terminal, JSON otherwise and always under systemd."""
 
 
 class Config(_Model):

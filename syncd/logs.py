@@ -1,4 +1,5 @@
-"""One JSON object a line on stdout, for journald and log-based monitoring.
+"""One JSON object a line on stdout, for journald and log-based monitoring; aligned,
+coloured lines for a person at a terminal.
 
 structlog renders our events; records from the standard library (asyncpg,
 aiohttp, apscheduler) pass through the same processors, so every line has the
@@ -8,8 +9,9 @@ same shape. Secrets are scrubbed from the final text, whatever produced it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -17,6 +19,15 @@ import structlog
 from syncd.redact import scrub
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], Any]
+
+
+def resolved_format(fmt: str, environ: Mapping[str, str] | None = None) -> str:
+    """``auto`` is console for a person at a terminal and JSON for everything else; under
+    systemd (JOURNAL_STREAM set) it is always JSON, which journald keeps as it is."""
+    if fmt != "auto":
+        return fmt
+    env = os.environ if environ is None else environ
+    return "console" if "JOURNAL_STREAM" not in env and sys.stderr.isatty() else "json"
 
 
 def configure(
@@ -35,8 +46,8 @@ def configure(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Processor
-    if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    if resolved_format(fmt) == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty())
     else:
         renderer = structlog.processors.JSONRenderer()
 
