@@ -27,6 +27,7 @@ import asyncpg
 from syncd import logs, pg
 from syncd.config import (
     Config,
+    EverySchedule,
     OracleSourceConfig,
     PostgresSourceConfig,
     SourceConfig,
@@ -35,7 +36,7 @@ from syncd.config import (
     format_duration,
     load_config,
 )
-from syncd.demo import DEMO_SYNC, create_demo_source
+from syncd.demo import DEMO_SCHEDULE, DEMO_SYNC, create_demo_source, demo_writer
 from syncd.engine import Engine, RunRequest
 from syncd.errors import ConfigError, SyncdError
 from syncd.identifiers import TableName
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--once", action="store_true", help="sync once with a progress bar instead of serving"
     )
+    demo.add_argument(
+        "--writes-per-second",
+        type=_non_negative_float,
+        default=5.0,
+        metavar="N",
+        help="rows the demo's writer changes a second while serving (default 5; 0: none)",
+    )
     return parser
 
 
@@ -105,6 +113,16 @@ def _add_config_option(parser: argparse.ArgumentParser, default: object) -> None
         metavar="FILE",
         help="config file (default: $SYNCD_CONFIG, else ./config.yaml)",
     )
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, found {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -369,12 +387,19 @@ async def _demo_on(config: Config, args: argparse.Namespace) -> int:
         return await _run_with_progress(config, RunRequest(sync_name=DEMO_SYNC, trigger="cli"))
     api = f"http://{config.api.host}:{config.api.port}"
     print(
-        f"demo: serving the demo sync. Status page: {api}/  API: {api}/api/batch-sync/status"
-        f"  API docs: {api}/docs  Metrics: {api}/metrics  (Ctrl-C stops)",
+        f"demo: serving the demo sync every {format_duration(DEMO_SCHEDULE)} while a writer"
+        f" changes {args.writes_per_second:g} rows a second. Status page: {api}/"
+        f"  API: {api}/api/batch-sync/status  API docs: {api}/docs  Metrics: {api}/metrics"
+        "  (Ctrl-C stops)",
         file=sys.stderr,
     )
-    demo_only = config.model_copy(update={"syncs": {DEMO_SYNC: sync}, "default_sync": DEMO_SYNC})
-    return await _serve(demo_only, reload_from=None)
+    live = sync.model_copy(update={"schedule": EverySchedule(every=DEMO_SCHEDULE)})
+    demo_only = config.model_copy(update={"syncs": {DEMO_SYNC: live}, "default_sync": DEMO_SYNC})
+    table = TableName.parse(sync.table or "")
+    async with demo_writer(
+        partial(pg.connect, source.dsn, source.secret()), table, args.writes_per_second
+    ):
+        return await _serve(demo_only, reload_from=None)
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:

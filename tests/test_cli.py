@@ -317,3 +317,37 @@ async def test_demo_makes_and_syncs_realistic_opportunities(
     source = await fingerprint(conn, "syncd_demo.opportunities", "opportunity_id")
     assert source[0] == 2500
     assert await fingerprint(conn, "syncd_demo.minimal_opportunities", "opportunity_id") == source
+
+
+@pytest.mark.timeout(120)
+async def test_the_demo_lives_a_writer_changes_rows_and_the_mirror_keeps_up_until_ctrl_c(
+    conn: asyncpg.Connection, db: str, tmp_path: Path
+) -> None:
+    config = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+    config["api"] = {"host": "127.0.0.1", "port": 0}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = os.environ | {"SYNCD_TARGET_DSN": db, "SYNCD_DEMO_DSN": db}
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "-c", str(path), "demo", "--rows", "300",
+        "--writes-per-second", "20",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # A deal the writer created reaches the mirror: the writer runs, and so do the syncs.
+        await wait_for_value(
+            conn,
+            "SELECT true FROM syncd_demo.minimal_opportunities WHERE account_name = 'Demo Corp'",
+            within=60,
+        )
+    finally:
+        demo.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(demo.communicate(), timeout=60)
+
+    assert demo.returncode == 0, err.decode()
+    assert "while a writer changes 20 rows a second" in err.decode()
+    left = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert left == 0, "the demo left a session behind"
