@@ -68,6 +68,8 @@ class RunResult:
     """The CREATE INDEX the source lacks for reading by batches, when it lacks one."""
     schema_changes: list[str] = field(default_factory=list)
     """What the run did about each change of the source's columns: added, widened…"""
+    source_newest: str | None = None
+    """The newest cursor value in the source when the run ended."""
     backfill_remaining: bool = False
     """The run stopped its backfill at its budget of batches: a later run goes on with it."""
 
@@ -279,6 +281,8 @@ class _Run:
         if state.backfill_columns:
             backfill = _Phase(Window(after=state.backfill_position, by_key=True), backfill=True)
             await self._phase(source, table, backfill, direct=False)
+        # One look at the end of the index, while the source is at hand: for freshness.
+        self.result.source_newest = await source.newest_cursor()
 
     async def _follow_schema(self, shape: Shape, state: SyncState) -> schema.Followed:
         """What this run does about the source's columns, refusing what the policy refuses

@@ -25,6 +25,7 @@ from syncd.sources.oracle import (
     Bounds,
     Relation,
     batch_sql,
+    newest_sql,
     null_keys_sql,
 )
 
@@ -225,6 +226,8 @@ def test_the_row_limit_is_a_literal_and_every_bind_is_named() -> None:
         CLOCK_SQL,
         SCN_SQL,
         null_keys_sql('"CRM"."OPPORTUNITIES"', ['"REGION"', '"LINE_NO"']),
+        newest_sql(BY_TIME),
+        newest_sql(BY_NUMBER),
     ],
 )
 def test_the_dictionary_and_clock_queries_are_oracle_too(sql: str) -> None:

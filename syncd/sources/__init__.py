@@ -132,6 +132,11 @@ class Source(Protocol):
         """A cheap guess at how many rows ``window`` holds, for progress and ETA."""
         ...
 
+    async def newest_cursor(self) -> str | None:
+        """The newest cursor value in the source, in a position's text form: how far the
+        target could have come. None for an empty source or a sync without a cursor."""
+        ...
+
     def abort(self) -> None:
         """Drop the connection at once, whatever it is doing: after this, every wait on it
         ends with an error, and it is never used again."""

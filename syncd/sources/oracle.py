@@ -61,6 +61,7 @@ from syncd.sources.oracle_types import (
     bind_value,
     json_text_unparsed,
     oracle_type,
+    position_text,
     refusal,
 )
 
@@ -464,6 +465,15 @@ WALL_CLOCK_SQL = "SELECT CAST(SYSTIMESTAMP AS TIMESTAMP) FROM DUAL"
 SCN_SQL = "SELECT CURRENT_SCN FROM V$DATABASE"
 
 
+def newest_sql(relation: Relation) -> str:
+    """The newest cursor value, as batches select it (an instant in UTC for a zoned one):
+    MAX over the column itself, which an index answers at its end."""
+    assert relation.cursor is not None
+    newest = f"MAX({relation.cursor})"
+    zoned = any(s == f"SYS_EXTRACT_UTC({relation.cursor})" for s in relation.select)
+    return f"SELECT {f'SYS_EXTRACT_UTC({newest})' if zoned else newest} FROM {relation.table}"
+
+
 def null_keys_sql(table: str, columns: Sequence[str]) -> str:
     """How many rows hold NULL in each of ``columns``, which are quoted."""
     counts = ", ".join(f"COUNT(CASE WHEN {c} IS NULL THEN 1 END)" for c in columns)
@@ -509,6 +519,15 @@ class OracleSource:
         self._table = TableName.parse(sync.table or "")
         self._names = {"owner": self._table.schema, "table_name": self._table.name}
         self._described: _Described | None = None
+
+    async def newest_cursor(self) -> str | None:
+        described = await self._ensure_described()
+        relation = described.keysets[False].relation
+        if relation.cursor is None:
+            return None
+        rows = await self._query(newest_sql(relation), reading=str(self._table))
+        newest = rows[0][0] if rows else None
+        return None if newest is None else position_text(newest)
 
     def abort(self) -> None:
         # Its calls unwind within RESET_S on their own; the session must not be reused.

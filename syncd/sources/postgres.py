@@ -107,6 +107,17 @@ class PostgresSource:
     def abort(self) -> None:
         self._conn.terminate()
 
+    async def newest_cursor(self) -> str | None:
+        cursor = self._sync.cursor
+        if cursor is None:
+            return None
+        column = quote_ident(cursor)
+        newest: str | None = await self._conn.fetchval(
+            f"SELECT {column}::text FROM {self._relation} WHERE {column} IS NOT NULL"
+            f" ORDER BY {column} DESC NULLS LAST LIMIT 1"
+        )
+        return newest
+
     async def describe(self) -> Shape:
         """The sync's columns; fails naming a missing column, or a key column holding NULL."""
         if self._described is None:
