@@ -386,18 +386,24 @@ def _batch_end_sql(
     relation: str, order: tuple[str, ...], where: str, byte_limit: str, rows: int
 ) -> str:
     """Where the next batch ends: after ``rows`` rows, or once the rows before one take
-    ``byte_limit``, each row's size as PostgreSQL builds it."""
+    ``byte_limit``, each row's size as PostgreSQL builds it.
+
+    The limit is taken first, on the plain keyset query, which the planner serves from
+    the index however large the table; the sizes are summed over those rows alone. Put
+    the other way round, a window over the whole WHERE can make the planner sort all
+    the rows left for every batch.
+    """
     columns = ", ".join(map(quote_ident, order))
     ascending = ", ".join(f"{quote_ident(c)} ASC NULLS LAST" for c in order)
     return (
-        f"WITH batch AS MATERIALIZED (SELECT {columns}, row_number() OVER w AS n,"
-        f" sum(pg_column_size(src.*)) OVER w - pg_column_size(src.*) AS bytes_before"
-        f" FROM {relation} WHERE {where}"
-        f" WINDOW w AS (ORDER BY {ascending} ROWS UNBOUNDED PRECEDING)"
-        f" ORDER BY {ascending} LIMIT {int(rows)})"
+        f"WITH batch AS MATERIALIZED (SELECT {columns}, pg_column_size(src.*) AS size"
+        f" FROM {relation} WHERE {where} ORDER BY {ascending} LIMIT {int(rows)}),"
+        f" sized AS (SELECT {columns}, row_number() OVER w AS n,"
+        f" sum(size) OVER w - size AS bytes_before FROM batch"
+        f" WINDOW w AS (ORDER BY {ascending} ROWS UNBOUNDED PRECEDING))"
         f" SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}, n,"
         f" (SELECT count(*) FROM batch) AS available"
-        f" FROM batch WHERE bytes_before < {byte_limit} ORDER BY n DESC LIMIT 1"
+        f" FROM sized WHERE bytes_before < {byte_limit} ORDER BY n DESC LIMIT 1"
     )
 
 
