@@ -112,9 +112,10 @@ class PostgresSource:
         if cursor is None:
             return None
         column = quote_ident(cursor)
+        # DESC NULLS FIRST is an (ASC NULLS LAST) index read backwards; NULLs are excluded.
         newest: str | None = await self._conn.fetchval(
             f"SELECT {column}::text FROM {self._relation} WHERE {column} IS NOT NULL"
-            f" ORDER BY {column} DESC NULLS LAST LIMIT 1"
+            f" ORDER BY {column} DESC NULLS FIRST LIMIT 1"
         )
         return newest
 
