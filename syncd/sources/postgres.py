@@ -113,9 +113,10 @@ class PostgresSource:
             return None
         column = quote_ident(cursor)
         # DESC NULLS FIRST is an (ASC NULLS LAST) index read backwards; NULLs are excluded.
+        # Qualified, or ORDER BY would take the text cast of the select list.
         newest: str | None = await self._conn.fetchval(
             f"SELECT {column}::text FROM {self._relation} WHERE {column} IS NOT NULL"
-            f" ORDER BY {column} DESC NULLS FIRST LIMIT 1"
+            f" ORDER BY src.{column} DESC NULLS FIRST LIMIT 1"
         )
         return newest
 
