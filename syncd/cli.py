@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,17 @@ from syncd.config import (
 from syncd.demo import DEMO_SCHEDULE, DEMO_SYNC, create_demo_source, demo_writer
 from syncd.engine import Engine, RunRequest
 from syncd.errors import ConfigError, SyncdError
+from syncd.freshness import Freshness, freshness
 from syncd.identifiers import TableName
+from syncd.pools import OwnConnections
 from syncd.progress import TerminalProgress
 from syncd.redact import redact, scrub
 from syncd.retry import Retryable
 from syncd.sources import check_source, open_source
 from syncd.sources.postgres import check_postgres
-from syncd.state import StateStore
+from syncd.state import Position, StateStore
 from syncd.status import collect_status
+from syncd.watch import read_newest
 
 EXIT_FAILED = 1
 
@@ -199,13 +202,18 @@ async def _status(config: Config, args: argparse.Namespace) -> int:
     try:
         await store.migrate(conn)
         statuses = [await collect_status(conn, store, n, config.syncs[n]) for n in names]
+        progress = await store.progress(conn)
     finally:
         await conn.close()
+    seen = [await _freshness(config, n, progress.get(n, (None, None))) for n in names]
     if args.json:
-        payload = [s.as_json() for s in statuses]
+        payload = [
+            s.as_json() | {"freshness": fresh.as_json() | {"error": error}}
+            for s, (fresh, error) in zip(statuses, seen, strict=True)
+        ]
         print(json.dumps(payload[0] if args.name else payload, indent=2))
         return 0
-    header = ("sync", "state", "offset", "synced", "in target", "last sync", "last error")
+    header = ("sync", "state", "offset", "synced", "in target", "lag", "last sync", "last error")
     rows = [
         (
             s.sync_name,
@@ -213,15 +221,48 @@ async def _status(config: Config, args: argparse.Namespace) -> int:
             str(s.current_offset),
             str(s.total_synced),
             "-" if s.total_in_db is None else str(s.total_in_db),
+            _lag_cell(fresh, error),
             s.last_sync_at.strftime("%Y-%m-%d %H:%M:%S%z") if s.last_sync_at else "never",
             (s.last_error or "").splitlines()[0][:60] if s.last_error else "",
         )
-        for s in statuses
+        for s, (fresh, error) in zip(statuses, seen, strict=True)
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 0
+
+
+async def _freshness(
+    config: Config, name: str, progress: tuple[Position | None, datetime | None]
+) -> tuple[Freshness, str | None]:
+    """The sync's freshness, asking its source for the newest cursor value; when the source
+    does not answer, what is known without it and why."""
+    sync = config.syncs[name]
+    position, last_success_at = progress
+    newest = kind = error = None
+    if sync.cursor is not None:
+        try:
+            newest, kind = await read_newest(
+                OwnConnections(config), sync, config.sources[sync.source], describe=True
+            )
+        except Exception as exc:
+            error = scrub(f"{type(exc).__name__}: {exc}", config.secrets())
+    seen = freshness(
+        cursor_kind=kind,
+        source_newest=newest,
+        synced_to=position[0] if position is not None and sync.cursor else None,
+        last_success_at=last_success_at,
+        max_lag=sync.max_lag,
+    )
+    return seen, error
+
+
+def _lag_cell(seen: Freshness, error: str | None) -> str:
+    if error is not None:
+        return "? (source unreadable)"
+    lag = "?" if seen.lag_seconds is None else format_duration(timedelta(seconds=seen.lag_seconds))
+    return f"{lag} stale" if seen.stale else lag
 
 
 async def _reset(config: Config, args: argparse.Namespace) -> int:

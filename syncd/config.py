@@ -323,6 +323,8 @@ class SyncConfig(_Model):
     """PostgreSQL types for target columns, by source column name, instead of the mapped ones."""
     lag: Duration | None = None
     """Read only rows whose cursor is older than the source's clock minus this."""
+    max_lag: Duration | None = None
+    """The sync is stale while the target is further behind the source than this."""
     snapshot: Literal["scn"] | None = None
     """Read a whole pass at one system change number (Oracle, needs FLASHBACK)."""
     nul: Literal["strip", "replace", "fail"] = "strip"
@@ -331,6 +333,7 @@ class SyncConfig(_Model):
     _table = field_validator("table", "target_table")(
         lambda v: v if v is None else _check_table_name(v)
     )
+    _max_lag = field_validator("max_lag")(lambda v: v if v is None else _positive_duration(v))
 
     @field_validator("key", "columns")
     @classmethod
@@ -360,6 +363,11 @@ class SyncConfig(_Model):
             raise ValueError("'cursor' must not also be part of 'key'")
         if self.lag is not None and self.cursor is None:
             raise ValueError("'lag' needs a 'cursor' to hold back")
+        if self.max_lag is not None and self.lag is not None and self.max_lag <= self.lag:
+            raise ValueError(
+                "'max_lag' must be above 'lag': a sync held back by 'lag' is always that far"
+                " behind, and would never be fresh"
+            )
         if self.snapshot is not None and self.cursor is not None:
             raise ValueError("'snapshot' is for full passes: it cannot be combined with 'cursor'")
         return self
@@ -400,7 +408,11 @@ class Config(_Model):
     """A run going for longer than this is long. While other runs wait, long runs hold at
     most max_concurrent_runs - 1 slots, so that one is always left to short runs."""
 
-    _long_run = field_validator("long_run")(_positive_duration)
+    freshness_interval: Duration = timedelta(seconds=30)
+    """How often the daemon asks the source of an idle sync for its newest cursor value,
+    to tell how far behind the sync is; a run tells it anyway as it ends."""
+
+    _long_run = field_validator("long_run", "freshness_interval")(_positive_duration)
 
     @field_validator("syncs")
     @classmethod

@@ -32,6 +32,7 @@ from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
+from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -65,6 +66,7 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     schedules = Schedules(runner)
     store = StateStore(config.target.state_schema)
     services = Services(runner, schedules, store, metrics, connections=connections)
+    watch = FreshnessWatch(runner, store, connections, metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -82,6 +84,7 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
             schedules.apply(config)
             schedules.start()
             stack.callback(schedules.shutdown)
+            await stack.enter_async_context(watch.watching())
             notifier.ready()
             log.info("daemon_ready", syncs=list(config.syncs))
             await stop.wait()

@@ -24,6 +24,7 @@ import structlog
 from syncd import clock, handoff, retry, schema
 from syncd.config import DATABASE_TIME_ZONE, Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
+from syncd.freshness import kind_of_cursor
 from syncd.pools import Connector, OwnConnections
 from syncd.redact import scrub
 from syncd.sources import Batch, Limits, Position, Shape, SnapshotExpired, Source, Window
@@ -70,6 +71,8 @@ class RunResult:
     """What the run did about each change of the source's columns: added, widened…"""
     source_newest: str | None = None
     """The newest cursor value in the source when the run ended."""
+    cursor_kind: str | None = None
+    """What the cursor's values measure, for freshness: see ``kind_of_cursor``."""
     backfill_remaining: bool = False
     """The run stopped its backfill at its budget of batches: a later run goes on with it."""
 
@@ -283,6 +286,9 @@ class _Run:
             await self._phase(source, table, backfill, direct=False)
         # One look at the end of the index, while the source is at hand: for freshness.
         self.result.source_newest = await source.newest_cursor()
+        self.result.cursor_kind = kind_of_cursor(
+            shape.column(shape.cursor).pg_type if shape.cursor else None
+        )
 
     async def _follow_schema(self, shape: Shape, state: SyncState) -> schema.Followed:
         """What this run does about the source's columns, refusing what the policy refuses

@@ -10,8 +10,9 @@ its ``max_lag``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class Freshness:
     last_success_at: datetime | None
     stale: bool
 
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["last_success_at"] = self.last_success_at and self.last_success_at.isoformat()
+        return data
+
 
 def freshness(
     *,
@@ -35,14 +41,14 @@ def freshness(
     max_lag: timedelta | None,
     now: datetime | None = None,
 ) -> Freshness:
-    """``cursor_kind``: "time", "number", or None for a sync without a cursor."""
+    """``cursor_kind``: "time", "number", or None for any other cursor or none."""
     now = now or datetime.now(UTC)
     since_success = None if last_success_at is None else (now - last_success_at).total_seconds()
     lag: float | None
-    if cursor_kind == "time" and source_newest is not None and synced_to is not None:
-        lag = max(0.0, (_instant(source_newest) - _instant(synced_to)).total_seconds())
-    elif cursor_kind == "time" and source_newest is None:
-        lag = 0.0  # an empty source: nothing to be behind
+    if cursor_kind == "time":
+        # An empty source is behind by nothing; a target with nothing synced yet (or reset)
+        # is behind by an unknown amount, not by zero.
+        lag = _seconds_between(synced_to, source_newest) if source_newest is not None else 0.0
     elif cursor_kind == "number" and source_newest is not None and synced_to is not None:
         behind = _number(source_newest) > _number(synced_to)
         lag = since_success if behind else 0.0
@@ -50,6 +56,32 @@ def freshness(
         lag = since_success
     stale = max_lag is not None and (lag is None or lag > max_lag.total_seconds())
     return Freshness(source_newest, synced_to, lag, last_success_at, stale)
+
+
+def kind_of_cursor(pg_type: str | None) -> str | None:
+    """Either "time" or "number" for a cursor of the PostgreSQL type ``pg_type``; None for any
+    other cursor (text, say), whose values say nothing about how far apart they are."""
+    if pg_type is None:
+        return None
+    if pg_type == "date" or pg_type.startswith("timestamp"):
+        return "time"
+    if pg_type.split("(")[0] in _NUMBERS:
+        return "number"
+    return None
+
+
+_NUMBERS = {"smallint", "integer", "bigint", "numeric", "real", "double precision"}
+
+
+def _seconds_between(earlier: str | None, later: str) -> float | None:
+    """None from nothing, or from values that are no instants Python knows: 'infinity',
+    a year BC."""
+    if earlier is None:
+        return None
+    try:
+        return max(0.0, (_instant(later) - _instant(earlier)).total_seconds())
+    except ValueError:
+        return None
 
 
 def _instant(text: str) -> datetime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -9,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 from syncd.engine import BatchReport, RunResult
+from syncd.freshness import Freshness
 from syncd.pools import PoolUse
 
 
@@ -63,6 +66,16 @@ class Metrics:
             "syncd_seconds_since_last_success", "Seconds since the last successful run.", labels,
             registry=self.registry,
         )  # fmt: skip
+        self.lag = Gauge(
+            "syncd_lag_seconds",
+            "How far the target is behind the source (NaN while unknown): see the README.",
+            labels,
+            registry=self.registry,
+        )
+        self.stale = Gauge(
+            "syncd_sync_stale", "1 while the sync is behind by more than its max_lag.", labels,
+            registry=self.registry,
+        )  # fmt: skip
         self.queued = Gauge(
             "syncd_runs_queued", "Runs waiting for a slot to start.", registry=self.registry
         )
@@ -88,10 +101,21 @@ class Metrics:
         self.runs.labels(result.sync_name, result.status).inc()
         for action in result.schema_changes:
             self.schema_changes.labels(result.sync_name, action).inc()
-        if result.status == "succeeded":
-            finished = time.time()
-            self.last_success.labels(result.sync_name).set(finished)
-            self.since_success.labels(result.sync_name).set_function(lambda: time.time() - finished)
+
+    def freshness_seen(self, sync_name: str, seen: Freshness) -> None:
+        self.lag.labels(sync_name).set(math.nan if seen.lag_seconds is None else seen.lag_seconds)
+        self.stale.labels(sync_name).set(seen.stale)
+        if seen.last_success_at is not None:
+            # From the state store, so that a run by another process counts too.
+            finished = seen.last_success_at.timestamp()
+            self.last_success.labels(sync_name).set(finished)
+            self.since_success.labels(sync_name).set_function(lambda: time.time() - finished)
+
+    def forget_freshness(self, sync_name: str) -> None:
+        """A sync removed from the configuration has no freshness to report."""
+        for gauge in (self.lag, self.stale, self.last_success, self.since_success):
+            with contextlib.suppress(KeyError):
+                gauge.remove(sync_name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -386,6 +386,17 @@ class StateStore:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key(sync_name))
 
+    async def progress(self, conn: Conn) -> dict[str, tuple[Position | None, datetime | None]]:
+        """Every sync's committed position and when its last successful run ended, whichever
+        process ran it: what freshness is measured from."""
+        rows = await conn.fetch(
+            f"SELECT sync_name, position, (SELECT finished_at FROM {self._runs} AS r"
+            "  WHERE r.sync_name = s.sync_name AND r.status = 'succeeded'"
+            "  ORDER BY r.started_at DESC LIMIT 1)"
+            f" FROM {self._table} AS s"
+        )
+        return {row[0]: (_position_from_json(row[1]), row[2]) for row in rows}
+
     async def runs(self, conn: Conn, sync_name: str, limit: int) -> list[RunRecord]:
         rows = await conn.fetch(
             f"SELECT run_id, sync_name, trigger, started_at, finished_at, status, batches,"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.freshness import freshness
+from syncd.freshness import freshness, kind_of_cursor
 from tests.conftest import ConfigFactory
+from tests.daemon import Daemon
 from tests.helpers import create_items, run_sync
+from tests.test_cli import syncd_async
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 AN_HOUR_AGO = NOW - timedelta(hours=1)
@@ -21,13 +29,15 @@ AN_HOUR_AGO = NOW - timedelta(hours=1)
         ("time", "2026-12-02 11:50:00+00", "2026-12-02 11:40:00+00", 600.0),
         ("time", "2026-12-02 11:40:00", "2026-12-02 11:40:00", 0.0),
         ("time", None, None, 0.0),  # an empty source
+        ("time", "2026-12-02 11:40:00+00", None, None),  # nothing synced yet, or reset
+        ("time", "infinity", "2026-12-02 11:40:00+00", None),
         ("number", "1200", "1100", 3600.0),  # rows wait: as old as the last success
         ("number", "1100", "1100", 0.0),
         (None, None, None, 3600.0),  # no cursor: the age of the last success
     ],
 )
 def test_the_lag_in_each_kind_of_cursor(
-    kind: str | None, newest: str | None, synced: str | None, lag: float
+    kind: str | None, newest: str | None, synced: str | None, lag: float | None
 ) -> None:
     seen = freshness(
         cursor_kind=kind,
@@ -39,7 +49,23 @@ def test_the_lag_in_each_kind_of_cursor(
     )
 
     assert seen.lag_seconds == lag
-    assert seen.stale is (lag > 1800)
+    assert seen.stale is (lag is None or lag > 1800)
+
+
+@pytest.mark.parametrize(
+    ("pg_type", "kind"),
+    [
+        ("timestamp with time zone", "time"),
+        ("timestamp(3) without time zone", "time"),
+        ("date", "time"),
+        ("bigint", "number"),
+        ("numeric(20,0)", "number"),
+        ("text", None),
+        (None, None),
+    ],
+)
+def test_what_a_cursor_measures(pg_type: str | None, kind: str | None) -> None:
+    assert kind_of_cursor(pg_type) == kind
 
 
 def test_a_sync_that_never_succeeded_is_stale_once_it_has_a_max_lag() -> None:
@@ -59,3 +85,97 @@ async def test_a_run_reads_the_newest_cursor_in_the_source(
     result = await run_sync(config, "items")
 
     assert result.source_newest == "2025-01-01 00:01:40+00"
+
+
+EVENTS_DDL = """
+CREATE TABLE src.events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL);
+CREATE INDEX ON src.events (updated_at, id);
+"""
+EVENTS_SYNC = {
+    "table": "src.events",
+    "cursor": "updated_at",
+    "target_table": "events",
+    "max_lag": "30s",
+}
+
+
+async def write_events(conn: asyncpg.Connection, ids: range) -> None:
+    """Rows ten seconds apart in cursor time: the clock of the source, not of the test."""
+    await conn.execute(
+        "INSERT INTO src.events SELECT n, timestamptz '2026-01-01 00:00:00+00'"
+        " + n * interval '10 seconds' FROM generate_series($1::bigint, $2::bigint) AS n",
+        ids.start,
+        ids.stop - 1,
+    )
+
+
+async def test_the_lag_follows_a_writer_paused_and_resumed_and_a_stale_sync_is_told_once(
+    conn: asyncpg.Connection, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS src")
+    await conn.execute(EVENTS_DDL)
+    await write_events(conn, range(1, 11))
+    _, path = make_config(
+        {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
+    )
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    try:
+        await daemon.wait_ready()
+        status, _ = await daemon.request("POST", "/api/batch-sync/start-sync")
+        assert status == 200
+        await wait_for_gauges(daemon, lag=0.0, stale=0.0)
+
+        await write_events(conn, range(11, 16))  # the writer goes on: 50 s of rows
+        await wait_for_gauges(daemon, lag=50.0, stale=1.0)
+        for _ in range(5):  # paused: the lag holds, look after look
+            await asyncio.sleep(0.3)
+            assert await gauges(daemon) == {"lag": 50.0, "stale": 1.0}
+        await write_events(conn, range(16, 21))  # resumed
+        await wait_for_gauges(daemon, lag=100.0, stale=1.0)
+        code, out, _ = await syncd_async(path, "status")
+        assert code == 0
+        assert re.search(r"^events .* 1m40s stale ", out, re.MULTILINE), out
+
+        status, _ = await daemon.request("POST", "/api/batch-sync/start-sync")
+        assert status == 200
+        await wait_for_gauges(daemon, lag=0.0, stale=0.0)
+    finally:
+        assert await daemon.stop() == 0
+
+    told = [
+        (e["event"], e["lag_seconds"], e["synced_to"])
+        for e in daemon.lines
+        if e["event"] in ("sync_stale", "sync_fresh")
+    ]
+    # Once per transition, not once per look: never synced, synced, behind, caught up.
+    assert told == [
+        ("sync_stale", None, None),
+        ("sync_fresh", 0.0, "2026-01-01 00:01:40+00"),
+        ("sync_stale", 50.0, "2026-01-01 00:01:40+00"),
+        ("sync_fresh", 0.0, "2026-01-01 00:03:20+00"),
+    ]
+    assert daemon.events("sync_stale")[1]["max_lag_s"] == 30.0
+
+
+async def gauges(daemon: Daemon) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(daemon.url + "/metrics") as got:
+        text = await got.text()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("sync_name") == "events"
+    }
+    return {"lag": samples["syncd_lag_seconds"], "stale": samples["syncd_sync_stale"]}
+
+
+async def wait_for_gauges(daemon: Daemon, **wanted: float) -> None:
+    seen: dict[str, float] = {}
+    for _ in range(300):
+        with contextlib.suppress(KeyError):  # not reported before the first look
+            seen = await gauges(daemon)
+        if seen == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the gauges stayed at {seen}, not {wanted}")
