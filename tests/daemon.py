@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 
 class Daemon:
@@ -132,6 +134,12 @@ class Daemon:
             session.request(method, f"{self.url}{path}", **kwargs) as answer,
         ):
             return answer.status, await answer.json()
+
+    async def metrics(self) -> list[Sample]:
+        """Every sample of the daemon's /metrics, as Prometheus would scrape it."""
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as got:
+            text = await got.text()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
     async def exited(self) -> tuple[int, str]:
         """The exit code and standard error of a daemon that ends by itself; by then

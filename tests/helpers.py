@@ -21,6 +21,30 @@ CREATE INDEX ON src.items (updated_at, id);
 """
 
 
+EVENTS_DDL = """
+CREATE TABLE src.events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL);
+CREATE INDEX ON src.events (updated_at, id);
+"""
+EVENTS_SYNC = {
+    "table": "src.events",
+    "cursor": "updated_at",
+    "target_table": "events",
+    "max_lag": "30s",
+}
+
+
+async def write_events(conn: asyncpg.Connection, ids: range) -> None:
+    """Rows ten seconds apart in cursor time: the clock of the source, not of the test."""
+    if await conn.fetchval("SELECT to_regclass('src.events')") is None:
+        await conn.execute(EVENTS_DDL)
+    await conn.execute(
+        "INSERT INTO src.events SELECT n, timestamptz '2026-01-01 00:00:00+00'"
+        " + n * interval '10 seconds' FROM generate_series($1::bigint, $2::bigint) AS n",
+        ids.start,
+        ids.stop - 1,
+    )
+
+
 async def create_items(
     conn: asyncpg.Connection, rows: int, *, same_time: bool = False, start_id: int = 1
 ) -> None:

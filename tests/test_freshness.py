@@ -8,15 +8,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.freshness import freshness, kind_of_cursor
 from tests.conftest import ConfigFactory
 from tests.daemon import Daemon
-from tests.helpers import create_items, run_sync
+from tests.helpers import EVENTS_SYNC, create_items, run_sync, write_events
 from tests.test_cli import syncd_async
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -87,33 +85,9 @@ async def test_a_run_reads_the_newest_cursor_in_the_source(
     assert result.source_newest == "2025-01-01 00:01:40+00"
 
 
-EVENTS_DDL = """
-CREATE TABLE src.events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL);
-CREATE INDEX ON src.events (updated_at, id);
-"""
-EVENTS_SYNC = {
-    "table": "src.events",
-    "cursor": "updated_at",
-    "target_table": "events",
-    "max_lag": "30s",
-}
-
-
-async def write_events(conn: asyncpg.Connection, ids: range) -> None:
-    """Rows ten seconds apart in cursor time: the clock of the source, not of the test."""
-    await conn.execute(
-        "INSERT INTO src.events SELECT n, timestamptz '2026-01-01 00:00:00+00'"
-        " + n * interval '10 seconds' FROM generate_series($1::bigint, $2::bigint) AS n",
-        ids.start,
-        ids.stop - 1,
-    )
-
-
 async def test_the_lag_follows_a_writer_paused_and_resumed_and_a_stale_sync_is_told_once(
     conn: asyncpg.Connection, make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    await conn.execute("CREATE SCHEMA IF NOT EXISTS src")
-    await conn.execute(EVENTS_DDL)
     await write_events(conn, range(1, 11))
     _, path = make_config(
         {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
@@ -159,12 +133,9 @@ async def test_the_lag_follows_a_writer_paused_and_resumed_and_a_stale_sync_is_t
 
 
 async def gauges(daemon: Daemon) -> dict[str, float]:
-    async with aiohttp.ClientSession() as session, session.get(daemon.url + "/metrics") as got:
-        text = await got.text()
     samples = {
         sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in await daemon.metrics()
         if sample.labels.get("sync_name") == "events"
     }
     return {"lag": samples["syncd_lag_seconds"], "stale": samples["syncd_sync_stale"]}
