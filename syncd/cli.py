@@ -36,10 +36,10 @@ from syncd.config import (
     format_duration,
     load_config,
 )
-from syncd.demo import DEMO_SCHEDULE, DEMO_SYNC, create_demo_source, demo_writer
+from syncd.demo import DEMO_MAX_LAG, DEMO_SCHEDULE, DEMO_SYNC, create_demo_source, demo_writer
 from syncd.engine import Engine, RunRequest
 from syncd.errors import ConfigError, SyncdError
-from syncd.freshness import Freshness, freshness
+from syncd.freshness import Freshness, freshness, read_newest
 from syncd.identifiers import TableName
 from syncd.pools import OwnConnections
 from syncd.progress import TerminalProgress
@@ -49,7 +49,6 @@ from syncd.sources import check_source, open_source
 from syncd.sources.postgres import check_postgres
 from syncd.state import Position, StateStore
 from syncd.status import collect_status
-from syncd.watch import read_newest
 
 EXIT_FAILED = 1
 
@@ -434,8 +433,13 @@ async def _demo_on(config: Config, args: argparse.Namespace) -> int:
         "  (Ctrl-C stops)",
         file=sys.stderr,
     )
-    live = sync.model_copy(update={"schedule": EverySchedule(every=DEMO_SCHEDULE)})
-    demo_only = config.model_copy(update={"syncs": {DEMO_SYNC: live}, "default_sync": DEMO_SYNC})
+    live = sync.model_copy(
+        update={"schedule": EverySchedule(every=DEMO_SCHEDULE), "max_lag": DEMO_MAX_LAG}
+    )
+    demo_only = config.model_copy(
+        update={"syncs": {DEMO_SYNC: live}, "default_sync": DEMO_SYNC,
+                "freshness_interval": DEMO_SCHEDULE}
+    )  # fmt: skip
     table = TableName.parse(sync.table or "")
     async with demo_writer(
         partial(pg.connect, source.dsn, source.secret()), table, args.writes_per_second

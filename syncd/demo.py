@@ -18,6 +18,8 @@ from syncd.identifiers import TableName, quote_ident
 DEMO_SYNC = "demo_opportunities"
 DEMO_SCHEDULE = timedelta(seconds=5)
 """How often the demo's daemon syncs: often enough to watch the mirror keep up."""
+DEMO_MAX_LAG = timedelta(minutes=1)
+"""Well above what a run every DEMO_SCHEDULE leaves behind: the demo's mirror is fresh."""
 
 log = structlog.get_logger("syncd.demo")
 

@@ -10,9 +10,17 @@ its ``max_lag``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
+from syncd.pools import Connector
+
+READ_BOUND_S = 15.0
+"""The longest one look at the target or at a source may take, waiting for a connection
+included: a slow database delays what is known by this much, never blocks it."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +47,14 @@ def freshness(
     synced_to: str | None,
     last_success_at: datetime | None,
     max_lag: timedelta | None,
+    unknown_since: datetime | None = None,
     now: datetime | None = None,
 ) -> Freshness:
-    """``cursor_kind``: "time", "number", or None for any other cursor or none."""
+    """``cursor_kind``: "time", "number", or None for any other cursor or none.
+
+    A lag that cannot be told (nothing synced yet) makes the sync stale once it has been
+    unknown for longer than ``max_lag`` since ``unknown_since``; at once without it.
+    """
     now = now or datetime.now(UTC)
     since_success = None if last_success_at is None else (now - last_success_at).total_seconds()
     lag: float | None
@@ -54,7 +67,11 @@ def freshness(
         lag = since_success if behind else 0.0
     else:
         lag = since_success
-    stale = max_lag is not None and (lag is None or lag > max_lag.total_seconds())
+    stale = False
+    if max_lag is not None and lag is not None:
+        stale = lag > max_lag.total_seconds()
+    elif max_lag is not None:
+        stale = unknown_since is None or now - unknown_since > max_lag
     return Freshness(source_newest, synced_to, lag, last_success_at, stale)
 
 
@@ -92,3 +109,22 @@ def _instant(text: str) -> datetime:
 
 def _number(text: str) -> float:
     return float(text)
+
+
+async def read_newest(
+    connector: Connector,
+    sync: SyncConfig,
+    source: PostgresSourceConfig | OracleSourceConfig,
+    *,
+    describe: bool,
+) -> tuple[str | None, str | None]:
+    """The source's newest cursor value and, when ``describe``, what the cursor measures
+    (see ``kind_of_cursor``), in at most ``READ_BOUND_S``."""
+    async with asyncio.timeout(READ_BOUND_S):
+        async with connector.open_source(sync, source) as reader:
+            kind = None
+            if describe:
+                shape = await reader.describe()
+                assert shape.cursor is not None
+                kind = kind_of_cursor(shape.column(shape.cursor).pg_type)
+            return await reader.newest_cursor(), kind

@@ -15,14 +15,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
-from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
+from syncd.config import SyncConfig
 from syncd.engine import RunResult
-from syncd.freshness import Freshness, freshness, kind_of_cursor
+from syncd.freshness import READ_BOUND_S, Freshness, freshness, read_newest
 from syncd.metrics import Metrics
-from syncd.pools import Connections, Connector
+from syncd.pools import Connections
 from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.state import StateStore
@@ -31,9 +32,6 @@ log = structlog.get_logger("syncd.watch")
 
 TICK_S = 2.0
 """How often the target's positions are read: one small query for every sync at once."""
-READ_BOUND_S = 15.0
-"""The longest one look at the target or at a source may take, waiting for a connection
-included; a slow database delays the watch by this much, never blocks it."""
 
 
 @dataclass
@@ -48,6 +46,8 @@ class _Sync:
     seen_result: RunResult | None = None
     read_error: str | None = None
     freshness: Freshness | None = None
+    unknown_since: datetime | None = None
+    """Since when the lag cannot be told: a first load is given max_lag before it is stale."""
 
 
 class FreshnessWatch:
@@ -99,7 +99,7 @@ class FreshnessWatch:
                     progress = await self._store.progress(conn)
         except Exception as exc:
             # The daemon's readiness already says the target is away: one line is enough.
-            error = f"{type(exc).__name__}: {exc}"
+            error = scrub(f"{type(exc).__name__}: {exc}", config.secrets())
             if error != self._target_error:
                 log.warning("freshness_unknown", reason="the target did not answer", error=error)
             self._target_error = error
@@ -110,13 +110,17 @@ class FreshnessWatch:
             await self._learn_newest(name, sync, known, config.freshness_interval.total_seconds())
             position, last_success_at = progress.get(name, (None, None))
             synced_to = position[0] if position is not None and sync.cursor else None
+            known.unknown_since = known.unknown_since or datetime.now(UTC)
             seen = freshness(
                 cursor_kind=known.cursor_kind if sync.cursor else None,
                 source_newest=known.source_newest,
                 synced_to=synced_to,
                 last_success_at=last_success_at,
                 max_lag=sync.max_lag,
+                unknown_since=known.unknown_since,
             )
+            if seen.lag_seconds is not None:
+                known.unknown_since = None
             self._judge(name, sync, known.freshness, seen)
             known.freshness = seen
             self._metrics.freshness_seen(name, seen)
@@ -161,25 +165,6 @@ class FreshnessWatch:
             log.warning("sync_stale", **fields, last_success_at=_iso(now))
         else:
             log.info("sync_fresh", **fields)
-
-
-async def read_newest(
-    connector: Connector,
-    sync: SyncConfig,
-    source: PostgresSourceConfig | OracleSourceConfig,
-    *,
-    describe: bool,
-) -> tuple[str | None, str | None]:
-    """The source's newest cursor value and, when ``describe``, what the cursor measures
-    (see ``kind_of_cursor``), in at most ``READ_BOUND_S``."""
-    async with asyncio.timeout(READ_BOUND_S):
-        async with connector.open_source(sync, source) as reader:
-            kind = None
-            if describe:
-                shape = await reader.describe()
-                assert shape.cursor is not None
-                kind = kind_of_cursor(shape.column(shape.cursor).pg_type)
-            return await reader.newest_cursor(), kind
 
 
 def _iso(seen: Freshness) -> str | None:

@@ -10,10 +10,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.cli import build_parser
 from tests.helpers import create_items, fingerprint, wait_for_value
@@ -331,8 +334,11 @@ async def test_the_demo_lives_a_writer_changes_rows_and_the_mirror_keeps_up_unti
     demo = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "syncd", "-c", str(path), "demo", "--rows", "300",
         "--writes-per-second", "20",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert demo.stdout is not None
+    lines: list[dict[str, Any]] = []
+    reading = asyncio.create_task(read_json_lines(demo.stdout, lines))
     try:
         # A deal the writer created reaches the mirror: the writer runs, and so do the syncs.
         await wait_for_value(
@@ -340,14 +346,36 @@ async def test_the_demo_lives_a_writer_changes_rows_and_the_mirror_keeps_up_unti
             "SELECT true FROM syncd_demo.minimal_opportunities WHERE account_name = 'Demo Corp'",
             within=60,
         )
+        port = next(line["port"] for line in lines if line["event"] == "http_listening")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as answer,
+        ):
+            metrics = await answer.text()
+        # Runs every 5 s keep the mirror well within the demo's max_lag of a minute.
+        gauges = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+            if sample.name in ("syncd_lag_seconds", "syncd_sync_stale")
+        }
+        assert gauges["syncd_sync_stale"] == 0 and 0 <= gauges["syncd_lag_seconds"] < 60
     finally:
         demo.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(demo.communicate(), timeout=60)
+        err = await asyncio.wait_for(demo.stderr.read(), timeout=60)  # type: ignore[union-attr]
+        await asyncio.wait_for(demo.wait(), timeout=60)
+        await reading
 
     assert demo.returncode == 0, err.decode()
     assert "while a writer changes 20 rows a second" in err.decode()
+    assert [line["event"] for line in lines if line["event"].startswith("sync_")] == []
     left = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     assert left == 0, "the demo left a session behind"
+
+
+async def read_json_lines(stream: asyncio.StreamReader, lines: list[dict[str, Any]]) -> None:
+    async for raw in stream:
+        lines.append(json.loads(raw))
