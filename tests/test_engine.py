@@ -144,13 +144,17 @@ async def test_rows_inserted_mid_run_are_read_once(conn: asyncpg.Connection, mak
 
     async def insert_while_running() -> None:
         await recorder.first_batch.wait()
+        # The ties go in at once, 39 batches before the run reaches their cursor value: a
+        # tie written after the run has passed it would be a late commit, which only
+        # lookback catches, and the test would measure the race instead of the keyset.
+        await writer.execute(
+            "INSERT INTO src.items SELECT 20000 + n,"
+            " timestamptz '2025-01-01 00:00:00+00' + 2000 * interval '1 second', 'tie', 2"
+            " FROM generate_series(0, 4) AS n"  # shares the cursor value of the last original row
+        )
         for n in range(5):
             await writer.execute(
-                "INSERT INTO src.items VALUES ($1, clock_timestamp(), 'new', 1),"
-                " ($2, timestamptz '2025-01-01 00:00:00+00' + $3 * interval '1 second', 'tie', 2)",
-                10_000 + n,
-                20_000 + n,
-                2_000,  # shares the cursor value of the last original row
+                "INSERT INTO src.items VALUES ($1, clock_timestamp(), 'new', 1)", 10_000 + n
             )
             await asyncio.sleep(0.01)
 
