@@ -18,6 +18,7 @@ from syncd.errors import SchemaMismatch, SyncdError, TargetError
 from syncd.identifiers import TableName, quote_ident
 from syncd.retry import is_retryable
 from syncd.sources import Batch, Column, CopyBatch, Shape
+from syncd.verify.postgres import Compared, PostgresSide
 
 _STAGING = "syncd_staging"
 LOCK_TIMEOUT_S = 5.0
@@ -165,6 +166,27 @@ class TargetTable:
         self._direct_copy_possible = all(
             existing[c.target_name].type == c.pg_type for c in self.shape.columns
         )
+
+    async def comparison(self, conn: asyncpg.Connection) -> PostgresSide:
+        """The target's side of a verify: its rows read as the source's wire types."""
+        existing = await self._existing_columns(conn)
+        if existing is None:
+            raise TargetError(f"the target table {self.name} does not exist yet: run the sync")
+        missing = [c.target_name for c in self.shape.columns if c.target_name not in existing]
+        if missing:
+            raise SchemaMismatch(
+                f"the target table {self.name} has no column " + ", ".join(map(repr, missing))
+            )
+        columns = [
+            Compared(
+                c.name,
+                quote_ident(c.target_name)
+                + ("" if existing[c.target_name].type == c.pg_type else f"::{c.pg_type}"),
+                c.pg_type,
+            )
+            for c in self.shape.columns
+        ]
+        return PostgresSide(conn, self.name.sql, columns, self.shape.key)
 
     async def _existing_columns(self, conn: asyncpg.Connection) -> dict[str, _TargetColumn] | None:
         relation = await conn.fetchval("SELECT to_regclass($1)::oid", self.name.sql)
