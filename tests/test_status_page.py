@@ -374,3 +374,57 @@ async def test_a_queued_run_shows_where_it_waits_and_the_daemon_how_busy_it_is(
     await expect(page.field("b", "queue")).to_be_hidden()
     await expect(page.page.locator("#run-counts")).to_have_text("Runs: 0 of 1 running, 0 queued")
     assert page.errors == []
+
+
+async def test_the_chart_grows_with_each_run_an_error_names_its_run_and_a_phone_or_the_dark_fits(
+    conn: asyncpg.Connection, start_daemon, visit
+) -> None:
+    await create_items(conn, 100)
+    daemon = await start_daemon({"items": ITEMS, "broken": BROKEN})
+    await daemon.wait_for(lambda: daemon.events("run_failed"))
+    page = await visit(daemon.url)
+    await expect(page.page.locator("#updates")).to_have_text("Live updates")
+    bars = page.field("items", "chart").locator("rect")
+    await expect(bars).to_have_count(0)
+    await expect(page.field("items", "chart-caption")).to_have_text(
+        "0 rows read in 0 runs in the last hour"
+    )
+
+    assert (await daemon.request("POST", "/api/batch-sync/start-sync?sync_name=items"))[0] == 200
+    await expect(bars).to_have_count(1)
+    await expect(page.field("items", "chart-caption")).to_contain_text(
+        "100 rows read in 1 runs in the last hour; the last run read"
+    )
+    await create_items(conn, 25, start_id=101)
+    assert (await daemon.request("POST", "/api/batch-sync/start-sync?sync_name=items"))[0] == 200
+    await expect(bars).to_have_count(2)
+    await expect(page.field("items", "chart-caption")).to_contain_text("125 rows read in 2 runs")
+    # Oldest first, each as tall as its rows read: the second run read a quarter of the first.
+    heights = [
+        float(h) for h in await bars.evaluate_all("bars => bars.map(b => b.getAttribute('height'))")
+    ]
+    assert heights[1] == pytest.approx(heights[0] / 4, rel=0.01), heights
+
+    failed = daemon.events("run_failed")[0]
+    await expect(page.field("broken", "error")).to_contain_text('"src.absent" does not exist')
+    await expect(page.field("broken", "error-when")).to_have_text(
+        re.compile(rf"^Run {failed['run_id'][:8]}, (\d+ sec\. ago|just now)$")
+    )
+    await expect(page.field("broken", "chart").locator('rect[data-status="failed"]')).to_have_count(
+        1
+    )
+    assert page.errors == []
+
+    # Usable on a 375 px phone: nothing wider than the screen, so nothing scrolls sideways.
+    await page.page.set_viewport_size({"width": 375, "height": 800})
+    widths = await page.page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1] == 375, widths
+    await expect(bars).to_have_count(2)
+    assert (await page.field("items", "chart").bounding_box() or {}).get("width", 0) > 250
+    # Dark when the system is: the page's own colours, not the browser's defaults.
+    background = "getComputedStyle(document.body).backgroundColor"
+    assert await page.page.evaluate(background) == "rgb(244, 245, 247)"
+    await page.page.emulate_media(color_scheme="dark")
+    assert await page.page.evaluate(background) == "rgb(20, 23, 28)"

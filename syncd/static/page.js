@@ -7,10 +7,17 @@
 const API = "/api/batch-sync";
 const TOKEN_KEY = "syncd.token";
 const RUNS_SHOWN = 5;
+// The chart shows the last hour's runs, and at least this many of the newest when the hour
+// held fewer; asking for RUNS_ASKED runs covers a run every minute.
+const CHART_RUNS = 20;
+const RUNS_ASKED = 60;
+const HOUR_MS = 3_600_000;
+const SVG = "http://www.w3.org/2000/svg";
 // A running sync commits many batches a second; its full status is asked for at most this often.
 const STATUS_EVERY_MS = 500;
-// Everything is reloaded this often: rarely while events arrive, since they say what changed.
-const RELOAD_MS = { live: 30_000, running: 2_000, idle: 5_000 };
+// Everything is reloaded this often, while events arrive too: the lag moves with the source's
+// new rows, which no event announces.
+const RELOAD_MS = { live: 10_000, running: 2_000, idle: 5_000 };
 
 const numbers = new Intl.NumberFormat();
 const relativeTime = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
@@ -149,7 +156,7 @@ class Card {
   }
 
   async loadRuns() {
-    const query = `sync_name=${encodeURIComponent(this.name)}&limit=${RUNS_SHOWN}`;
+    const query = `sync_name=${encodeURIComponent(this.name)}&limit=${RUNS_ASKED}`;
     const answer = await call(`${API}/runs?${query}`);
     if (!answer.ok) return;
     this.runs = answer.body.runs;
@@ -171,12 +178,14 @@ class Card {
     this.field("total-in-db").textContent = view.total_in_db == null
       ? "no table yet" : count(view.total_in_db);
     showTime(this.field("last-sync"), view.last_sync_at, "never");
+    this.showFreshness(view.freshness);
     this.field("queue").hidden = !view.queued;
     this.field("queue").textContent = view.queued
       ? `Waiting for a free slot: ${ordinal(view.queue_position)} in the queue.` : "";
     this.showProgress(view);
     this.field("error-box").hidden = !view.last_error;
     this.field("error").textContent = view.last_error ?? "";
+    this.showErrorRun(view.last_error);
     this.field("start").disabled = view.running;
     this.field("reset").disabled = view.running;
   }
@@ -203,8 +212,76 @@ class Card {
     this.field("eta").textContent = left == null ? "" : `about ${duration(left)} left`;
   }
 
+  // The lag is the source's newest cursor value less the one the target has reached (the time
+  // since the last success for syncs without a time cursor); unknown until both were read.
+  showFreshness(freshness) {
+    const badge = this.field("freshness");
+    badge.hidden = !freshness;
+    if (!freshness) {
+      this.field("lag").textContent = "—";
+      return;
+    }
+    const lag = freshness.lag_seconds;
+    this.field("lag").textContent = lag == null ? "not known yet" : duration(lag);
+    badge.textContent = freshness.stale ? "stale" : "fresh";
+    badge.dataset.stale = freshness.stale;
+  }
+
+  // Which run the last error came from, and when: the newest failed run shown, if any.
+  showErrorRun(error) {
+    const failed = error ? this.runs?.find((run) => run.status === "failed" && run.error) : null;
+    const where = this.field("error-when");
+    if (!failed) {
+      where.textContent = error ? `From a run older than the last ${RUNS_ASKED}.` : "";
+      return;
+    }
+    const when = document.createElement("time");
+    showTime(when, failed.finished_at ?? failed.started_at, "—");
+    where.replaceChildren(`Run ${failed.run_id.slice(0, 8)}, `, when);
+    where.title = `run ${failed.run_id}`;
+  }
+
+  // Rows read per run, as bars oldest to newest, over the last hour or the newest
+  // CHART_RUNS runs, whichever holds more; a failed run is a full-height bar of its colour.
+  showChart() {
+    const since = Date.now() - HOUR_MS;
+    const shown = this.runs
+      .filter((run, index) => index < CHART_RUNS || Date.parse(run.started_at) >= since)
+      .reverse();
+    const inHour = this.runs.filter((run) => Date.parse(run.started_at) >= since);
+    const chart = this.field("chart");
+    const width = 300;
+    const height = 60;
+    const slot = width / Math.max(shown.length, CHART_RUNS);
+    const most = Math.max(1, ...shown.map((run) => run.rows_read));
+    chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    chart.replaceChildren(...shown.map((run, index) => {
+      const failed = run.status === "failed";
+      const tall = failed ? height : Math.max(1.5, (run.rows_read / most) * height);
+      const bar = document.createElementNS(SVG, "rect");
+      bar.setAttribute("x", (index * slot + slot * 0.15).toFixed(2));
+      bar.setAttribute("width", (slot * 0.7).toFixed(2));
+      bar.setAttribute("y", (height - tall).toFixed(2));
+      bar.setAttribute("height", tall.toFixed(2));
+      bar.dataset.status = run.status;
+      const title = document.createElementNS(SVG, "title");
+      const rate = rateOf(run);
+      title.textContent = `${new Date(run.started_at).toLocaleString()}: ${run.status},`
+        + ` ${count(run.rows_read)} rows${rate == null ? "" : `, ${count(rate)} rows/s`}`;
+      bar.append(title);
+      return bar;
+    }));
+    const newest = this.runs.find((run) => rateOf(run) != null);
+    const read = inHour.reduce((sum, run) => sum + run.rows_read, 0);
+    const caption = `${count(read)} rows read in ${count(inHour.length)} runs in the last hour`
+      + (newest ? `; the last run read ${count(rateOf(newest))} rows/s` : "");
+    this.field("chart-caption").textContent = caption;
+    chart.setAttribute("aria-label", `Rows read per run. ${caption}`);
+  }
+
   showRuns() {
-    const rows = this.runs.map((run) => {
+    this.showChart();
+    const rows = this.runs.slice(0, RUNS_SHOWN).map((run) => {
       const row = document.createElement("tr");
       row.dataset.status = run.status;
       const started = document.createElement("time");
@@ -263,6 +340,11 @@ function relative(date) {
   if (size < 90 * 60) return relativeTime.format(Math.round(seconds / 60), "minute");
   if (size < 36 * 3600) return relativeTime.format(Math.round(seconds / 3600), "hour");
   return relativeTime.format(Math.round(seconds / 86400), "day");
+}
+
+function rateOf(run) {
+  if (run.status !== "succeeded" || !run.duration_s) return null;
+  return Math.round(run.rows_read / run.duration_s);
 }
 
 function ordinal(position) {
@@ -403,7 +485,7 @@ function listen() {
     // The browser retries by itself unless the answer was not an event stream at all.
     if (source.readyState === EventSource.CLOSED) setTimeout(listen, RELOAD_MS.live);
   });
-  for (const type of ["run_queued", "run_started", "batch_committed", "run_finished"]) {
+  for (const type of ["run_queued", "run_started", "batch_committed", "run_finished", "freshness"]) {
     source.addEventListener(type, (message) => {
       const event = JSON.parse(message.data);
       if (event.runs) showCapacity(event.runs, null);
