@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add_command("verify", help="prove the target equals the source, or say where not")
     verify.add_argument("name", nargs="?", help="the sync (default: default_sync)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument(
+        "--repair", action="store_true", help="copy what differs; delete as verify.deletes says"
+    )
+    verify.add_argument(
+        "--confirm-deletes",
+        action="store_true",
+        help="delete even beyond verify.max_delete_rows and max_delete_ratio",
+    )
 
     reset = add_command("reset", help="start a sync over; the target's rows stay")
     reset.add_argument("name")
@@ -275,8 +283,18 @@ async def _verify(config: Config, args: argparse.Namespace) -> int:
     # Imported here: only this command needs the search and its SQL.
     from syncd.verify.verifier import verify
 
-    report = await verify(config, args.name)
+    try:
+        report = await verify(
+            config, args.name, repair_too=args.repair, confirm_deletes=args.confirm_deletes
+        )
+    except _UNREACHABLE_OR_REFUSED as exc:
+        if isinstance(exc, SyncdError):
+            raise
+        # Nothing was deleted: a repair deletes only after every read has succeeded.
+        raise SyncdError(f"verify failed: {type(exc).__name__}: {exc}") from None
     print(json.dumps(report.as_json(), indent=2) if args.json else report.as_table())
+    if report.repaired is not None and report.repaired.refused is not None:
+        print(f"syncd: deletes refused: {report.repaired.refused}", file=sys.stderr)
     return 0 if report.settled else EXIT_DIFFERENT
 
 

@@ -42,10 +42,14 @@ class Search:
 
 
 async def side_by_side(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Both answers, asked at once; if either fails, the other is cancelled."""
-    async with asyncio.TaskGroup() as group:
-        one = group.create_task(_awaited(first))
-        two = group.create_task(_awaited(second))
+    """Both answers, asked at once; if either fails, the other is cancelled and the
+    failure raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            one = group.create_task(_awaited(first))
+            two = group.create_task(_awaited(second))
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
     return one.result(), two.result()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from syncd.identifiers import quote_ident
 from syncd.verify.canonical import HASH_HEX_DIGITS, NULL_MARKER, SEPARATOR, Kind, kind_of
 from syncd.verify.sides import Checksum, Key, Reread, Segment
 
@@ -227,6 +228,29 @@ class PostgresSide:
             *args,
         )
         return [tuple(row) for row in rows]
+
+    async def null_keys(self) -> int:
+        """How many rows have a NULL in a key column: no segment holds them."""
+        either = " OR ".join(f"{value} IS NULL" for value in self._key_values)
+        count: int = await self._conn.fetchval(
+            f"SELECT count(*) FROM {self._relation} WHERE {self._where} AND ({either})"
+        )
+        return count
+
+    async def remove(self, keys: Sequence[Key], marker: str | None) -> int:
+        """Delete the rows with these keys, or with ``marker``, set that column to now
+        instead; how many rows that was. Call within the caller's transaction."""
+        args: list[Any] = []
+        among = self._among(keys, args)
+        if marker is None:
+            status = await self._conn.execute(f"DELETE FROM {self._relation} WHERE {among}", *args)
+        else:
+            status = await self._conn.execute(
+                f"UPDATE {self._relation} SET {quote_ident(marker)} = clock_timestamp()"
+                f" WHERE {among}",
+                *args,
+            )
+        return int(status.split()[-1])
 
 
 def _ordered(column: Compared) -> str:

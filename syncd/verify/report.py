@@ -16,6 +16,8 @@ LISTED_KEYS = 1000
 class Repaired:
     copied: int
     deleted: int
+    refused: str | None = None
+    """Why the extra rows were not deleted, when a guard refused."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Report:
             document["repaired"] = {
                 "copied": self.repaired.copied,
                 "deleted": self.repaired.deleted,
+                "deletes_refused": self.repaired.refused,
             }
         return document
 
@@ -81,6 +84,8 @@ class Report:
                 f"repaired: {self.repaired.copied} rows copied, {self.repaired.deleted} deleted"
                 + ("" if self.settled else f"; {self.remaining} differences remain")
             )
+            if self.repaired.refused is not None:
+                lines.append(f"deletes refused: {self.repaired.refused}")
         return "\n".join(lines)
 
 

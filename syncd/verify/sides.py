@@ -66,3 +66,12 @@ class Side(Protocol):
     async def rows(self, keys: Sequence[Key]) -> list[tuple[Any, ...]]:
         """The whole rows with these keys, their columns in the sync's order."""
         ...
+
+    async def remove(self, keys: Sequence[Key], marker: str | None) -> int:
+        """The target's: delete these rows (or set ``marker`` to now in them) within the
+        caller's transaction; how many there were."""
+        ...
+
+    async def null_keys(self) -> int:
+        """How many rows have a NULL in a key column, which no segment holds."""
+        ...
