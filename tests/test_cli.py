@@ -236,6 +236,7 @@ async def test_check_config_describes_each_sync_naming_what_is_missing(
         "no_table": ITEMS | {"table": "src.absent"},
         "no_cursor": ITEMS | {"cursor": "changed_at"},
         "no_key": ITEMS | {"key": ["item_id"], "columns": ["name", "colour"]},
+        "unindexed": ITEMS | {"cursor": "amount"},
     })  # fmt: skip
 
     done = syncd(path, "check-config")
@@ -251,7 +252,13 @@ async def test_check_config_describes_each_sync_naming_what_is_missing(
         'sync no_table: FAILED: cannot read the source table src.absent: relation "src.absent"'
         " does not exist",
         "sync query: ok (2 columns, key (id), no cursor)",
+        "sync unindexed: ok (4 columns, key (id), cursor amount; no index leads with"
+        " 'amount', so each run reads the table in one pass: "
+        'CREATE INDEX ON "src"."items" ("amount", "id"))',
     ]
+    # The same warning is logged, on stderr: stdout is the report's alone.
+    warnings = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [w["event"] for w in warnings] == ["no_usable_index"]
 
 
 async def test_check_config_gives_up_on_a_sync_whose_source_does_not_answer(
