@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
 from syncd.events import EVENT, RunCounts
+from syncd.freshness import Freshness as FreshnessSeen
 from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
@@ -38,6 +40,7 @@ from syncd.payload import (
     Count,
     Error,
     Failed,
+    Freshness,
     Health,
     NameBody,
     NameQuery,
@@ -54,6 +57,7 @@ from syncd.payload import (
     RunQuery,
     Runs,
     RunsQuery,
+    SchemaChange,
     Started,
     Status,
     Syncs,
@@ -66,7 +70,9 @@ from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import RunRecord, StateStore
+from syncd.state import SchemaChange as RecordedChange
 from syncd.status import RowCounts, collect_status
+from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.api")
 
@@ -83,6 +89,8 @@ SEED_ENDPOINTS = [
     f"GET {PREFIX}/count",
     f"GET {PREFIX}/health",
 ]
+RECENT_SCHEMA_CHANGES = 5
+"""How many of a sync's latest column changes its status shows."""
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = ("page.css", "page.js")
 DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
@@ -120,6 +128,8 @@ class Services:
     """Rows in the target tables, shared by every answer that shows them."""
     connections: Connections | None = None
     """Every pool of the daemon, for showing their use."""
+    watch: FreshnessWatch | None = None
+    """How fresh each sync is; None where nothing watches (tests of the API alone)."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -413,6 +423,8 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         state = await collect_status(
             conn, services.store, name, sync, functools.partial(_rows_in, services)
         )
+        changes = await services.store.schema_changes(conn, name, RECENT_SCHEMA_CHANGES)
+    seen = services.watch.freshness(name) if services.watch else None
     live = services.runner.live(name)
     queued = services.runner.queued(name)
     last = services.runner.last_result(name)
@@ -432,7 +444,14 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         missing_index=last.missing_index if last else None,
         schedule=_schedule_text(sync.schedule),
         next_run_at=services.schedules.next_run_at(name),
+        freshness=Freshness(**asdict(seen)) if seen else None,
+        schema_changes=[_schema_change(change) for change in changes],
     )
+
+
+def _schema_change(change: RecordedChange) -> SchemaChange:
+    recorded = asdict(change)
+    return SchemaChange(column=recorded.pop("column_name"), **recorded)
 
 
 async def _rows_in(services: Services, conn: Conn, table: TableName) -> int | None:
@@ -479,7 +498,27 @@ async def count(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return answer(Health(endpoints=SEED_ENDPOINTS))
+    services = request.app[SERVICES]
+    reasons = [
+        _stale_reason(name, seen, sync.max_lag)
+        for name, sync in services.runner.config.syncs.items()
+        if services.watch and (seen := services.watch.freshness(name)) and seen.stale
+    ]
+    return answer(
+        Health(
+            status="degraded" if reasons else "healthy", endpoints=SEED_ENDPOINTS, reasons=reasons
+        )
+    )
+
+
+def _stale_reason(name: str, seen: FreshnessSeen, max_lag: timedelta | None) -> str:
+    limit = f"max_lag {format_duration(max_lag)}" if max_lag else "its max_lag"
+    if seen.lag_seconds is None:
+        return (
+            f"sync {name!r} is stale: nothing tells how far behind it is, for longer than {limit}"
+        )
+    lag = format_duration(timedelta(seconds=round(seen.lag_seconds)))
+    return f"sync {name!r} is stale: {lag} behind its source, above {limit}"
 
 
 # ---- additions ---------------------------------------------------------------------------
