@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,12 +22,13 @@ from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
-from syncd.pools import Backoff, Connections
+from syncd.openapi import openapi_document
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
 from syncd.status import RowCounts
 from tests.conftest import dsn_for
+from tests.contract import MIDDLEWARES
 from tests.helpers import create_items, fingerprint, unreachable_config, wait_for_value
 
 ITEMS = {
@@ -36,40 +38,6 @@ ITEMS = {
     "target_table": "public.items",
 }
 PREFIX = "/api/batch-sync"
-
-
-@pytest.fixture
-async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
-    """Start the API for a config made from sync specs; the test gets a client."""
-    opened: list[tuple[TestClient[Any, Any], Services]] = []
-
-    async def start(syncs: dict[str, dict[str, Any]], **top: Any) -> TestClient[Any, Any]:
-        config, _ = make_config(syncs, **top)
-        metrics = Metrics()
-        connections = Connections(config, Backoff())
-        metrics.track_pools(connections.use)
-        runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
-        schedules = Schedules(runner)
-        services = Services(
-            runner, schedules, StateStore("syncd"), metrics, connections=connections
-        )
-        services.pool = connections.target
-        async with services.pool.connection() as conn:
-            await services.store.migrate(conn)
-        schedules.apply(config)
-        schedules.start()
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(services)))
-        await client.start_server()
-        opened.append((client, services))
-        return client
-
-    yield start
-    for client, services in opened:
-        await services.runner.drain(5)
-        services.schedules.shutdown()
-        await client.close()
-        assert services.connections is not None
-        await services.connections.__aexit__(None, None, None)
 
 
 async def body(response: ClientResponse, status: int) -> dict[str, Any]:
@@ -215,7 +183,13 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ),
         ("post", "start-sync?batch_size=100001&sync_name=a", {}, 400, "between 1 and 100000"),
         ("post", "start", {"json": {"sync_name": 5}}, 400, "sync_name must be a string"),
-        ("post", "start", {"json": {"sync_name": "a", "drop": 1}}, 400, "unknown field(s) drop"),
+        (
+            "post",
+            "start",
+            {"json": {"sync_name": "a", "drop": 1}},
+            400,
+            "unknown field drop: expected batch_size, sync_name",
+        ),
         ("post", "start", {"data": b"x" * 70_000}, 413, "request body too large"),
         # Found by the chaos suite: json.loads raised RecursionError, a 500.
         ("post", "start", {"data": b"[" * 40_000}, 400, "nested too deeply"),
@@ -344,7 +318,7 @@ async def test_readyz_is_503_with_reasons_until_the_target_answers() -> None:
     metrics = Metrics()
     runner = Runner(config, metrics=metrics, notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), metrics)
-    async with TestClient(TestServer(create_app(services))) as client:
+    async with TestClient(TestServer(create_app(services)), middlewares=MIDDLEWARES) as client:
         answer = await body(await client.get("/readyz"), 503)
         assert answer["reasons"] == [
             "the target database has not answered yet",
@@ -537,7 +511,7 @@ async def test_a_finished_run_is_counted_at_once(conn: asyncpg.Connection, api) 
 async def test_docs_serve_the_files_their_page_loads_and_nothing_else() -> None:
     runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
-    async with TestClient(TestServer(create_app(services))) as client:
+    async with TestClient(TestServer(create_app(services)), middlewares=MIDDLEWARES) as client:
         page = await (await client.get("/docs")).text()
         loaded = re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', page)
         assert loaded
@@ -614,3 +588,24 @@ async def test_a_start_that_must_wait_is_202_queued_and_409_only_while_running(
     finished = await body(await waiting, 200)
     assert (finished["run_id"], finished["rows_this_run"]) == (queued["run_id"], 30)
     assert await conn.fetchval("SELECT batches FROM syncd.runs WHERE sync_name = 'b'") == 5
+
+
+def test_the_readme_s_api_section_is_the_document_s() -> None:
+    """The README's endpoint table names every documented operation and no other, and its
+    event stream row every published event."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### HTTP API", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    listed = {
+        (method.lower(), path)
+        for row in rows
+        for method, path in re.findall(r"`(GET|POST) (/[^`?\s]*)", row.split(" | ")[0])
+    }
+    document = openapi_document()
+    documented = {(m, path) for path, item in document["paths"].items() for m in item}
+    served_beside = {("get", "/openapi.json"), ("get", "/docs"), ("get", "/")}
+    assert listed - served_beside == documented
+    (events_row,) = [row for row in rows if row.startswith(f"| `GET {PREFIX}/events`")]
+    stream = document["paths"][f"{PREFIX}/events"]["get"]["responses"]["200"]["content"]
+    published = stream["text/event-stream"]["schema"]["properties"]["event"]["enum"]
+    assert published and set(re.findall(r"`([a-z_]+)`", events_row)) >= set(published)
