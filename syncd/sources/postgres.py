@@ -108,6 +108,15 @@ class PostgresSource:
     def abort(self) -> None:
         self._conn.terminate()
 
+    async def null_cursors(self) -> int:
+        cursor = self._sync.cursor
+        if cursor is None:
+            return 0
+        count: int = await self._conn.fetchval(
+            f"SELECT count(*) FROM {self._relation} WHERE {quote_ident(cursor)} IS NULL"
+        )
+        return count
+
     async def newest_cursor(self) -> str | None:
         cursor = self._sync.cursor
         if cursor is None:
@@ -310,7 +319,7 @@ class PostgresSource:
                 stream.finish(int(status.split()[-1]))
             if exhausted:
                 return
-            window = Window(after=end, until=window.until, by_key=window.by_key)
+            window = window.beyond(end)
 
     async def _ensure_described(self) -> _Described:
         await self.describe()
@@ -325,9 +334,12 @@ class PostgresSource:
         shape = described.shape
         order = self._order_columns(shape, window)
         conditions: list[str] = []
-        if shape.cursor is not None:
+        if shape.cursor is not None and window.null_cursor:
+            conditions.append(f"{quote_ident(shape.cursor)} IS NULL")
+        elif shape.cursor is not None:
             cursor = quote_ident(shape.cursor)
-            # A NULL cursor cannot be ordered against a position; such rows are not read.
+            # A NULL cursor cannot be ordered against a position: such rows have a window
+            # of their own.
             conditions.append(f"{cursor} IS NOT NULL")
             if self._sync.lag is not None:
                 now = "now()"
