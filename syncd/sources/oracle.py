@@ -404,11 +404,11 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     cursor = relation.cursor or order[0]
     conditions = []
     if bounds.after:
-        conditions.append(_beyond(relation, "after", ">=", ">", ">"))
+        conditions.append(beyond(relation, "after", ">=", ">", ">"))
     if bounds.since:
         conditions.append(f"{cursor} >= {relation.bind('since', 0)}")
     if bounds.until:
-        conditions.append(_beyond(relation, "until", "<=", "<", "<="))
+        conditions.append(beyond(relation, "until", "<=", "<", "<="))
     if bounds.before:
         conditions.append(f"{cursor} < {relation.bind('before', 0)}")
     bounded = bounds.since or bounds.before or (bounds.after and order[0] == relation.cursor)
@@ -427,7 +427,7 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     return sql if limit is None else sql + f" FETCH FIRST {int(limit)} ROWS ONLY"
 
 
-def _beyond(relation: Relation, name: str, loose: str, strict: str, last: str) -> str:
+def beyond(relation: Relation, name: str, loose: str, strict: str, last: str) -> str:
     """A row comparison written out column by column, each leading column first as a
     plain range (``loose``), so that Oracle can start an index range scan there."""
     order = relation.order
