@@ -186,6 +186,7 @@ class Card {
     this.field("error-box").hidden = !view.last_error;
     this.field("error").textContent = view.last_error ?? "";
     this.showErrorRun(view.last_error);
+    this.showSchemaChanges(view.schema_changes ?? []);
     this.field("start").disabled = view.running;
     this.field("reset").disabled = view.running;
   }
@@ -239,6 +240,21 @@ class Card {
     showTime(when, failed.finished_at ?? failed.started_at, "—");
     where.replaceChildren(`Run ${failed.run_id.slice(0, 8)}, `, when);
     where.title = `run ${failed.run_id}`;
+  }
+
+  // What the source's columns did lately, and what the sync's policy made of it.
+  showSchemaChanges(changes) {
+    this.field("changes-box").hidden = changes.length === 0;
+    this.field("changes").replaceChildren(...changes.map((change) => {
+      const item = document.createElement("li");
+      const when = document.createElement("time");
+      showTime(when, change.at, "—");
+      const types = change.change === "type_changed"
+        ? `${change.old_type} to ${change.new_type}` : change.new_type ?? change.old_type;
+      item.append(`${change.column} (${types}) ${change.change.replace("_", " ")} in the`
+        + ` source; ${change.action}, `, when);
+      return item;
+    }));
   }
 
   // Rows read per run, as bars oldest to newest, over the last hour or the newest
