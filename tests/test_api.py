@@ -18,8 +18,8 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from syncd import api as api_module
 from syncd.api import SERVICES, Services, create_app
+from syncd.api import http as http_module
 from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
@@ -453,7 +453,7 @@ async def test_a_session_ended_by_an_administrator_is_503(conn: asyncpg.Connecti
 
 
 async def test_a_pool_with_no_free_connection_is_503_after_a_bounded_wait(api, monkeypatch) -> None:
-    monkeypatch.setattr(api_module, "ACQUIRE_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(http_module, "ACQUIRE_TIMEOUT_S", 0.1)
     client = await api({"items": ITEMS})
     pool = client.server.app[SERVICES].pool
     held = [await pool.lend() for _ in range(pool.budget.size)]
