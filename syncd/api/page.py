@@ -11,7 +11,7 @@ from syncd.payload import (
     PageConfig,
 )
 
-STATIC = Path(__file__).with_name("static")
+STATIC = Path(__file__).parents[1] / "static"
 PAGE_FILES = ("page.css", "page.js")
 # The page loads its own two files and talks to this daemon, and nothing else: even text that
 # slipped past the page's escaping could neither run inline script nor send data elsewhere.
