@@ -39,6 +39,7 @@ from syncd.payload import (
     Error,
     Failed,
     Health,
+    LastVerify,
     NameBody,
     NameQuery,
     NotReady,
@@ -58,6 +59,8 @@ from syncd.payload import (
     Status,
     Syncs,
     SyncState,
+    VerifyBody,
+    VerifyStarted,
 )
 from syncd.pg import Conn
 from syncd.pools import Connections, PostgresPool
@@ -67,6 +70,8 @@ from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import RunRecord, StateStore
 from syncd.status import RowCounts, collect_status
+from syncd.verify import history
+from syncd.verify.service import Verifications
 
 log = structlog.get_logger("syncd.api")
 
@@ -120,6 +125,8 @@ class Services:
     """Rows in the target tables, shared by every answer that shows them."""
     connections: Connections | None = None
     """Every pool of the daemon, for showing their use."""
+    verifications: Verifications | None = None
+    """The daemon's verifies; None where nothing can start one."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -235,6 +242,7 @@ def create_app(services: Services) -> web.Application:
     app.router.add_post(f"{PREFIX}/start-sync", start_sync)
     app.router.add_get(f"{PREFIX}/status", status)
     app.router.add_post(f"{PREFIX}/reset", reset)
+    app.router.add_post(f"{PREFIX}/verify", verify_start)
     app.router.add_get(f"{PREFIX}/count", count)
     app.router.add_get(f"{PREFIX}/health", health)
     app.router.add_get(f"{PREFIX}/syncs", syncs)
@@ -413,6 +421,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         state = await collect_status(
             conn, services.store, name, sync, functools.partial(_rows_in, services)
         )
+        last_verify = await history.last(conn, services.store.schema, name)
     live = services.runner.live(name)
     queued = services.runner.queued(name)
     last = services.runner.last_result(name)
@@ -432,6 +441,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         missing_index=last.missing_index if last else None,
         schedule=_schedule_text(sync.schedule),
         next_run_at=services.schedules.next_run_at(name),
+        last_verify=None if last_verify is None else LastVerify(**last_verify),
     )
 
 
@@ -467,6 +477,17 @@ async def reset(request: web.Request) -> web.Response:
         await services.store.reset(conn, name)
     services.runner.publish({"type": "sync_reset", "sync_name": name})
     return answer(ResetDone(message=f"Sync state reset for '{name}'", sync_name=name))
+
+
+async def verify_start(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = parsed(request, VerifyBody, await _body(request))
+    if services.verifications is None:
+        raise ApiError(503, "this daemon cannot verify")
+    name, verify_id = services.verifications.start(body.sync, repair=body.repair)
+    what = "repair" if body.repair else "verify"
+    message = f"The {what} of '{name}' started: its outcome comes as a 'verify' event"
+    return answer(VerifyStarted(message=message, sync_name=name, verify_id=verify_id), 202)
 
 
 async def count(request: web.Request) -> web.Response:

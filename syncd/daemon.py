@@ -32,6 +32,7 @@ from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
+from syncd.verify.service import Verifications
 from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.daemon")
@@ -65,7 +66,10 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     runner = Runner(config, metrics=metrics, notifier=notifier, connections=connections)
     schedules = Schedules(runner)
     store = StateStore(config.target.state_schema)
-    services = Services(runner, schedules, store, metrics, connections=connections)
+    verifications = Verifications(runner, metrics)
+    services = Services(
+        runner, schedules, store, metrics, connections=connections, verifications=verifications
+    )
     watch = FreshnessWatch(runner, store, connections, metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -81,6 +85,7 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
                 return 0
             services.pool = connections.target
             stack.push_async_callback(runner.drain, config.grace_period.total_seconds())
+            stack.push_async_callback(verifications.close)
             schedules.apply(config)
             schedules.start()
             stack.callback(schedules.shutdown)

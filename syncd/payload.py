@@ -143,6 +143,13 @@ class NameBody(Request):
     sync_name: SyncName | SkipJsonSchema[None] = None
 
 
+class VerifyBody(Request):
+    sync: SyncName | SkipJsonSchema[None] = None
+    repair: bool = Field(
+        default=False, description="Also copy what differs, and delete as verify.deletes says."
+    )
+
+
 # ---- what an answer holds -------------------------------------------------------------
 
 
@@ -187,6 +194,38 @@ class Failed(RunAnswer):
     error: str | None
 
 
+class VerifyFound(Payload):
+    count: int = Field(description="Exact, however many keys are listed.")
+    keys: list[list[str | None]] = Field(
+        description="At most 1,000 keys, each the key columns' values as text, in key order."
+    )
+
+
+class VerifyRepaired(Payload):
+    copied: int
+    deleted: int
+    deletes_refused: str | None = Field(description="Why extra rows were not deleted.")
+
+
+class LastVerify(Payload):
+    """The last verify of the sync, from any process, as ``syncd verify --json`` prints it."""
+
+    sync: str
+    equal: bool = Field(description="No row missing, extra or different; pending rows aside.")
+    source_rows: int
+    target_rows: int
+    missing: VerifyFound
+    extra: VerifyFound
+    different: VerifyFound
+    pending: VerifyFound
+    segments_checked: int
+    rows_fetched: int
+    duration_s: float
+    repaired: VerifyRepaired | None = None
+    started_at: datetime
+    finished_at: datetime
+
+
 class SyncState(Payload):
     """Where a sync stands: its state as stored, and what this daemon knows of it live."""
 
@@ -219,6 +258,14 @@ class SyncState(Payload):
     last_error: str | None
     schedule: str | None
     next_run_at: datetime | None
+    last_verify: LastVerify | None = None
+
+
+class VerifyStarted(Payload):
+    status: Literal["started"] = "started"
+    message: str
+    sync_name: str
+    verify_id: str
 
 
 class Status(SyncState):
