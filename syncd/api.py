@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
 from syncd.events import EVENT, RunCounts
+from syncd.freshness import Freshness as FreshnessSeen
 from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
@@ -38,6 +40,7 @@ from syncd.payload import (
     Count,
     Error,
     Failed,
+    Freshness,
     Health,
     LastVerify,
     NameBody,
@@ -55,6 +58,7 @@ from syncd.payload import (
     RunQuery,
     Runs,
     RunsQuery,
+    SchemaChange,
     Started,
     Status,
     Syncs,
@@ -69,9 +73,11 @@ from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import RunRecord, StateStore
+from syncd.state import SchemaChange as RecordedChange
 from syncd.status import RowCounts, collect_status
 from syncd.verify import history
 from syncd.verify.service import Verifications
+from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.api")
 
@@ -88,6 +94,8 @@ SEED_ENDPOINTS = [
     f"GET {PREFIX}/count",
     f"GET {PREFIX}/health",
 ]
+RECENT_SCHEMA_CHANGES = 5
+"""How many of a sync's latest column changes its status shows."""
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = ("page.css", "page.js")
 DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
@@ -127,6 +135,8 @@ class Services:
     """Every pool of the daemon, for showing their use."""
     verifications: Verifications | None = None
     """The daemon's verifies; None where nothing can start one."""
+    watch: FreshnessWatch | None = None
+    """How fresh each sync is; None where nothing watches (tests of the API alone)."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -422,6 +432,8 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
             conn, services.store, name, sync, functools.partial(_rows_in, services)
         )
         last_verify = await history.last(conn, services.store.schema, name)
+        changes = await services.store.schema_changes(conn, name, RECENT_SCHEMA_CHANGES)
+    seen = services.watch.freshness(name) if services.watch else None
     live = services.runner.live(name)
     queued = services.runner.queued(name)
     last = services.runner.last_result(name)
@@ -442,7 +454,14 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         schedule=_schedule_text(sync.schedule),
         next_run_at=services.schedules.next_run_at(name),
         last_verify=None if last_verify is None else LastVerify(**last_verify),
+        freshness=Freshness(**asdict(seen)) if seen else None,
+        schema_changes=[_schema_change(change) for change in changes],
     )
+
+
+def _schema_change(change: RecordedChange) -> SchemaChange:
+    recorded = asdict(change)
+    return SchemaChange(column=recorded.pop("column_name"), **recorded)
 
 
 async def _rows_in(services: Services, conn: Conn, table: TableName) -> int | None:
@@ -500,7 +519,27 @@ async def count(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return answer(Health(endpoints=SEED_ENDPOINTS))
+    services = request.app[SERVICES]
+    reasons = [
+        _stale_reason(name, seen, sync.max_lag)
+        for name, sync in services.runner.config.syncs.items()
+        if services.watch and (seen := services.watch.freshness(name)) and seen.stale
+    ]
+    return answer(
+        Health(
+            status="degraded" if reasons else "healthy", endpoints=SEED_ENDPOINTS, reasons=reasons
+        )
+    )
+
+
+def _stale_reason(name: str, seen: FreshnessSeen, max_lag: timedelta | None) -> str:
+    limit = f"max_lag {format_duration(max_lag)}" if max_lag else "its max_lag"
+    if seen.lag_seconds is None:
+        return (
+            f"sync {name!r} is stale: nothing tells how far behind it is, for longer than {limit}"
+        )
+    lag = format_duration(timedelta(seconds=round(seen.lag_seconds)))
+    return f"sync {name!r} is stale: {lag} behind its source, above {limit}"
 
 
 # ---- additions ---------------------------------------------------------------------------

@@ -67,10 +67,11 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     schedules = Schedules(runner)
     store = StateStore(config.target.state_schema)
     verifications = Verifications(runner, metrics)
-    services = Services(
-        runner, schedules, store, metrics, connections=connections, verifications=verifications
-    )
     watch = FreshnessWatch(runner, store, connections, metrics)
+    services = Services(
+        runner, schedules, store, metrics, connections=connections, watch=watch,
+        verifications=verifications,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

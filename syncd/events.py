@@ -79,6 +79,7 @@ class FreshnessChanged(_Event):
     lag_seconds: float | None
     max_lag_seconds: float | None
     last_success_at: datetime | None
+    runs: RunCounts
 
 
 class VerifyFinished(_Event):

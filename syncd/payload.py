@@ -226,6 +226,32 @@ class LastVerify(Payload):
     finished_at: datetime
 
 
+class Freshness(Payload):
+    """How far the target is behind the source, as the daemon's watch last saw it."""
+
+    source_newest: str | None = Field(description="The newest cursor value in the source.")
+    synced_to: str | None = Field(description="The cursor value the target has reached.")
+    lag_seconds: float | None = Field(
+        description="With a time cursor, the first less the second; with a number, the age of"
+        " the last success while rows wait; without a cursor, the age of the last success."
+        " null while nothing tells (nothing synced yet)."
+    )
+    last_success_at: datetime | None
+    stale: bool = Field(description="The lag is above the sync's max_lag (or unknown too long).")
+
+
+class SchemaChange(Payload):
+    """A change of the source's columns, and what the sync's policy did about it."""
+
+    at: datetime
+    run_id: str | None
+    column: str
+    change: Literal["added", "dropped", "type_changed"]
+    old_type: str | None
+    new_type: str | None
+    action: str
+
+
 class SyncState(Payload):
     """Where a sync stands: its state as stored, and what this daemon knows of it live."""
 
@@ -258,7 +284,15 @@ class SyncState(Payload):
     last_error: str | None
     schedule: str | None
     next_run_at: datetime | None
-    last_verify: LastVerify | None = None
+    freshness: Freshness | None = Field(
+        description="null until the daemon's watch has first looked at the sync."
+    )
+    schema_changes: list[SchemaChange] = Field(
+        description="The latest changes of the source's columns, newest first."
+    )
+    last_verify: LastVerify | None = Field(
+        default=None, description="null until the sync is first verified, by any process."
+    )
 
 
 class VerifyStarted(Payload):
@@ -286,9 +320,13 @@ class Count(Payload):
 
 
 class Health(Payload):
-    status: Literal["healthy"] = "healthy"
+    """degraded while a sync is stale, with the reasons; the daemon itself is fine (its
+    /healthz stays 200), since restarting it would not bring the rows any sooner."""
+
+    status: Literal["healthy", "degraded"]
     module: str = "syncd"
     endpoints: list[str]
+    reasons: list[str]
 
 
 class PoolUse(Payload):

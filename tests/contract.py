@@ -3,10 +3,12 @@ every event of a stream, is checked against what the document promises."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from jsonschema import Draft202012Validator
 
@@ -67,6 +69,42 @@ async def checking_answers(request: ClientRequest, handler: ClientHandlerType) -
         body = await response.read()  # kept by the response for the test's own reads
         check_answer(request.method, request.url.path, response.status, response.content_type, body)
     return response
+
+
+class Recording:
+    """Everything an event stream sends, kept as it comes: the events (each as sent, and
+    parsed), and the keep-alives."""
+
+    def __init__(self, stream: aiohttp.ClientResponse) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.raw: list[tuple[str, str]] = []
+        self.keep_alives = 0
+        self._task = asyncio.ensure_future(self._record(stream))
+
+    async def _record(self, stream: aiohttp.ClientResponse) -> None:
+        while True:
+            block = (await stream.content.readuntil(b"\n\n")).decode()
+            if block == ": keep-alive\n\n":
+                self.keep_alives += 1
+            elif not block.startswith("retry:"):
+                fields = dict(line.split(": ", 1) for line in block.strip().splitlines())
+                self.raw.append((fields["event"], fields["data"]))
+                self.events.append((fields["event"], json.loads(fields["data"])))
+
+    def named(self, event: str, sync_name: str) -> list[dict[str, Any]]:
+        return [d for n, d in self.events if n == event and d["sync_name"] == sync_name]
+
+    def finished(self, sync_name: str) -> list[dict[str, Any]]:
+        return self.named("run_finished", sync_name)
+
+    async def until(self, predicate: Any, within: float = 20) -> None:
+        async with asyncio.timeout(within):
+            while not predicate():
+                assert not self._task.done(), self._task
+                await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 Checker = Callable[[ClientRequest, ClientHandlerType], Awaitable[ClientResponse]]

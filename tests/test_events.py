@@ -23,7 +23,7 @@ from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
-from tests.contract import Broken, check_event
+from tests.contract import Broken, Recording, check_event
 from tests.daemon import Daemon
 from tests.helpers import create_items, unreachable_config, wait_for_value
 
@@ -211,38 +211,6 @@ GATE = """
 CREATE FUNCTION src.gate() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
 BEGIN PERFORM pg_advisory_xact_lock_shared(7); RETURN true; END $$;
 """
-
-
-class Recording:
-    """Everything a stream sends, kept as it comes: the events, and the keep-alives."""
-
-    def __init__(self, stream: aiohttp.ClientResponse) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.raw: list[tuple[str, str]] = []
-        self.keep_alives = 0
-        self._task = asyncio.ensure_future(self._record(stream))
-
-    async def _record(self, stream: aiohttp.ClientResponse) -> None:
-        while True:
-            block = (await stream.content.readuntil(b"\n\n")).decode()
-            if block == ": keep-alive\n\n":
-                self.keep_alives += 1
-            elif not block.startswith("retry:"):
-                fields = dict(line.split(": ", 1) for line in block.strip().splitlines())
-                self.raw.append((fields["event"], fields["data"]))
-                self.events.append((fields["event"], json.loads(fields["data"])))
-
-    def finished(self, sync_name: str) -> list[dict[str, Any]]:
-        return [d for n, d in self.events if n == "run_finished" and d["sync_name"] == sync_name]
-
-    async def until(self, predicate: Any, within: float = 20) -> None:
-        async with asyncio.timeout(within):
-            while not predicate():
-                assert not self._task.done(), self._task
-                await asyncio.sleep(0.02)
-
-    def stop(self) -> None:
-        self._task.cancel()
 
 
 async def test_every_event_of_a_recorded_stream_fits_the_published_schema(
