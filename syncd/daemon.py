@@ -64,9 +64,9 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     connections = Connections(config, Backoff())
     metrics.track_pools(connections.use)
     runner = Runner(config, metrics=metrics, notifier=notifier, connections=connections)
-    schedules = Schedules(runner)
-    store = StateStore(config.target.state_schema)
     verifications = Verifications(runner, metrics)
+    schedules = Schedules(runner, verifications)
+    store = StateStore(config.target.state_schema)
     watch = FreshnessWatch(runner, store, connections, metrics)
     services = Services(
         runner, schedules, store, metrics, connections=connections, watch=watch,

@@ -126,10 +126,11 @@ async def api(make_config: ConfigFactory) -> AsyncIterator[Callable[..., Any]]:
         connections = Connections(config, Backoff())
         metrics.track_pools(connections.use)
         runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
-        schedules = Schedules(runner)
+        verifications = Verifications(runner, metrics)
+        schedules = Schedules(runner, verifications)
         services = Services(
             runner, schedules, StateStore("syncd"), metrics, connections=connections,
-            verifications=Verifications(runner, metrics),
+            verifications=verifications,
         )  # fmt: skip
         services.pool = connections.target
         async with services.pool.connection() as conn:

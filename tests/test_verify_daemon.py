@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import create_items
+from tests.helpers import create_items, wait_for_value
 from tests.test_api import PREFIX, body
 from tests.test_verify import ITEMS
 
@@ -97,3 +97,18 @@ async def test_a_verify_body_is_checked(conn: asyncpg.Connection, api) -> None:
     assert "unknown sync 'nope'" in unknown["message"]
     wrong = await body(await client.post(f"{PREFIX}/verify", json={"repair": "maybe"}), 400)
     assert "repair" in wrong["message"]
+
+
+async def test_verify_every_starts_verifies_that_repair_as_the_config_says(
+    conn: asyncpg.Connection, api
+) -> None:
+    await create_items(conn, 300)
+    verify = {"every": "1s", "repair": True, "deletes": "hard"}
+    client = await api({"items": ITEMS | {"verify": verify}})
+    await body(await client.post(f"{PREFIX}/start-sync?sync_name=items"), 200)
+    await conn.execute("DELETE FROM public.items WHERE id = 3")
+
+    await wait_for_value(conn, "SELECT 1 FROM public.items WHERE id = 3")
+
+    found = await last_verify(client)
+    assert found["repaired"] is not None
