@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hmac
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -61,6 +62,7 @@ from syncd.payload import (
     SchemaChange,
     Started,
     Status,
+    StillRunning,
     Syncs,
     SyncState,
     VerifyBody,
@@ -404,8 +406,13 @@ async def start(request: web.Request) -> web.Response:
 async def start_sync(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     live = await _trigger(request)
-    result = await services.runner.wait(live)
     run = _about(live)
+    wait = services.runner.config.api.start_sync_wait
+    try:
+        async with asyncio.timeout(wait.total_seconds()):
+            result = await services.runner.wait(live)
+    except TimeoutError:
+        return _still_running(live, wait)
     if result.status == "succeeded":
         async with _connection(request) as conn:
             state = await services.store.load(conn, live.sync_name)
@@ -417,6 +424,21 @@ async def start_sync(request: web.Request) -> web.Response:
     if result.status == "skipped":
         raise Busy(result.error, run_id=live.run_id)
     return answer(Failed(error=result.error, **run), 502)
+
+
+def _still_running(live: LiveRun, waited: timedelta) -> web.Response:
+    """The answer to a start-sync whose run goes on: where to follow it."""
+    name = urllib.parse.quote(live.sync_name, safe="")
+    status_url = f"{PREFIX}/status?sync_name={name}"
+    still = StillRunning(
+        message=f"Batch sync still running after {format_duration(waited)}: follow run"
+        f" {live.run_id} at {status_url}",
+        status_url=status_url,
+        runs_url=f"{PREFIX}/runs?sync_name={name}",
+        events_url=f"{PREFIX}/events",
+        **_about(live),
+    )
+    return answer(still, 202, Location=status_url)
 
 
 async def status(request: web.Request) -> web.Response:

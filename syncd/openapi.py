@@ -87,6 +87,9 @@ OPERATIONS = (
               "Run a sync to the end and answer when it is done",
               query=p.RunQuery, body=p.RunBody, secured=True, errors=RUN_ERRORS, answers={
                   200: Answer("The run completed", p.Completed, follow=SYNC_VIEWS),
+                  202: Answer("The run goes on past api.start_sync_wait (30 s): follow it"
+                              " at the URLs given, also in the Location header",
+                              p.StillRunning, follow=SYNC_VIEWS),
                   502: Answer("The run failed", p.Failed),
               }),
     Operation("status", "get", "/api/batch-sync/status", "Batch Sync", "Where a sync stands",

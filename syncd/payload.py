@@ -188,6 +188,17 @@ class Completed(RunAnswer):
     rows_this_run: int
 
 
+class StillRunning(RunAnswer):
+    """A start-sync whose run outlasted ``api.start_sync_wait``: it goes on, and this says
+    where to follow it."""
+
+    status: Literal["running"] = "running"
+    message: str
+    status_url: str = Field(description="The sync's status, which names its run_id while it runs.")
+    runs_url: str = Field(description="The sync's recent runs: the run's outcome once it ends.")
+    events_url: str = Field(description="The event stream, which tells run_finished.")
+
+
 class Failed(RunAnswer):
     status: Literal["failed"] = "failed"
     message: str = "Batch sync failed"
