@@ -7,7 +7,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from syncd.api import stream
-from syncd.api.control import count, health, reset, runs, start, start_sync, status, syncs
+from syncd.api.control import (
+    count,
+    health,
+    reset,
+    runs,
+    start,
+    start_sync,
+    status,
+    syncs,
+    verify_start,
+)
 from syncd.api.http import (
     MAX_BODY_BYTES,
     PREFIX,
@@ -32,6 +42,7 @@ def create_app(services: Services) -> web.Application:
     app.router.add_post(f"{PREFIX}/start-sync", start_sync)
     app.router.add_get(f"{PREFIX}/status", status)
     app.router.add_post(f"{PREFIX}/reset", reset)
+    app.router.add_post(f"{PREFIX}/verify", verify_start)
     app.router.add_get(f"{PREFIX}/count", count)
     app.router.add_get(f"{PREFIX}/health", health)
     app.router.add_get(f"{PREFIX}/syncs", syncs)

@@ -16,6 +16,7 @@ from aiohttp import web
 from syncd.api.http import (
     PREFIX,
     SERVICES,
+    ApiError,
     Services,
     answer,
     json_body,
@@ -33,6 +34,7 @@ from syncd.payload import (
     Failed,
     Freshness,
     Health,
+    LastVerify,
     NameBody,
     NameQuery,
     PoolUse,
@@ -49,12 +51,15 @@ from syncd.payload import (
     StillRunning,
     Syncs,
     SyncState,
+    VerifyBody,
+    VerifyStarted,
 )
 from syncd.pg import Conn
 from syncd.runner import Busy, LiveRun, NotAccepting
 from syncd.state import RunRecord
 from syncd.state import SchemaChange as RecordedChange
 from syncd.status import collect_status
+from syncd.verify import history
 
 SEED_ENDPOINTS = [
     f"POST {PREFIX}/start",
@@ -166,6 +171,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         state = await collect_status(
             conn, services.store, name, sync, functools.partial(_rows_in, services)
         )
+        last_verify = await history.last(conn, services.store.schema, name)
         changes = await services.store.schema_changes(conn, name, RECENT_SCHEMA_CHANGES)
     seen = services.watch.freshness(name) if services.watch else None
     live = services.runner.live(name)
@@ -187,6 +193,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         missing_index=last.missing_index if last else None,
         schedule=_schedule_text(sync.schedule),
         next_run_at=services.schedules.next_run_at(name),
+        last_verify=None if last_verify is None else LastVerify(**last_verify),
         freshness=Freshness(**asdict(seen)) if seen else None,
         schema_changes=[_schema_change(change) for change in changes],
     )
@@ -229,6 +236,17 @@ async def reset(request: web.Request) -> web.Response:
         await services.store.reset(conn, name)
     services.runner.publish({"type": "sync_reset", "sync_name": name})
     return answer(ResetDone(message=f"Sync state reset for '{name}'", sync_name=name))
+
+
+async def verify_start(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = parsed(request, VerifyBody, await json_body(request))
+    if services.verifications is None:
+        raise ApiError(503, "this daemon cannot verify")
+    name, verify_id = services.verifications.start(body.sync, repair=body.repair)
+    what = "repair" if body.repair else "verify"
+    message = f"The {what} of '{name}' started: its outcome comes as a 'verify' event"
+    return answer(VerifyStarted(message=message, sync_name=name, verify_id=verify_id), 202)
 
 
 async def count(request: web.Request) -> web.Response:

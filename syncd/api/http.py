@@ -32,6 +32,7 @@ from syncd.runner import Busy, NotAccepting, Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
 from syncd.status import RowCounts
+from syncd.verify.service import Verifications
 from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.api")
@@ -61,6 +62,8 @@ class Services:
     """Rows in the target tables, shared by every answer that shows them."""
     connections: Connections | None = None
     """Every pool of the daemon, for showing their use."""
+    verifications: Verifications | None = None
+    """The daemon's verifies; None where nothing can start one."""
     watch: FreshnessWatch | None = None
     """How fresh each sync is; None where nothing watches (tests of the API alone)."""
 
