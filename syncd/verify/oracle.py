@@ -132,9 +132,11 @@ def bounds_sql(keys: Relation, parts: int, low: bool, high: bool) -> str:
     )
     ranked = (
         f"SELECT {names}, part, ROW_NUMBER() OVER (PARTITION BY part ORDER BY {descending})"
-        f" AS tile_rank FROM ({tiles})"
+        f" AS tile_rank FROM ({tiles}) tiles"
     )
-    return f"SELECT {names} FROM ({ranked}) WHERE tile_rank = 1 ORDER BY part ASC NULLS LAST"
+    # Named, though Oracle needs no name for a subquery: so that the fake Oracle of the
+    # tests (PostgreSQL 15, which does) runs it too.
+    return f"SELECT {names} FROM ({ranked}) ranked WHERE tile_rank = 1 ORDER BY part ASC NULLS LAST"
 
 
 def hashes_sql(keys: Relation, columns: Sequence[OracleColumn], low: bool, high: bool) -> str:
