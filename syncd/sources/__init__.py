@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
 from syncd.errors import SourceError
@@ -106,6 +106,20 @@ class RecordBatch:
 Batch = CopyBatch | RecordBatch
 
 
+@dataclass(frozen=True)
+class LoadPlan:
+    """How a parallel load reads the source: key ranges, at one snapshot, up to a cursor value."""
+
+    bounds: list[Position]
+    """The last key of each range but the last, ascending: range i holds the keys after
+    bound i-1 up to and including bound i; the last range runs to the end."""
+    since: str | None
+    """The newest cursor value the snapshot holds, where reading goes on after the load;
+    None without a cursor, or for an empty source."""
+    snapshot: str | None
+    """The snapshot every range is read at, while the planning source stays open."""
+
+
 def refuse_null_keys(label: str, counts: dict[str, int]) -> None:
     """Stop before anything is written if a key column holds NULL: such a row has no
     place in the keyset order, comparisons with it are never true, and it and the rows
@@ -148,6 +162,15 @@ class Source(Protocol):
         A streamed batch is read while the caller consumes it: the caller takes the
         next batch only after it has read the previous one's stream to the end.
         """
+        ...
+
+
+@runtime_checkable
+class PlansLoads(Protocol):
+    """A source that can split a load into key ranges read at one snapshot."""
+
+    def load_plan(self, rows_per_chunk: int) -> AbstractAsyncContextManager[LoadPlan]:
+        """The plan, in a snapshot that stays alive until the block ends."""
         ...
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -33,11 +33,14 @@ from syncd.sources import (
     Column,
     CopyBatch,
     Limits,
+    LoadPlan,
     Position,
     Shape,
+    SnapshotExpired,
     Window,
     refuse_null_keys,
 )
+from syncd.sources.postgres_plan import split_keys
 
 log = structlog.get_logger("syncd.sources.postgres")
 
@@ -107,7 +110,8 @@ class PostgresSource:
     def abort(self) -> None:
         self._conn.terminate()
 
-    async def newest_cursor(self) -> str | None:
+    async def newest_cursor(self, where: str | None = None) -> str | None:
+        """The newest cursor value, of the rows that satisfy ``where`` if given."""
         cursor = self._sync.cursor
         if cursor is None:
             return None
@@ -115,10 +119,31 @@ class PostgresSource:
         # DESC NULLS FIRST is an (ASC NULLS LAST) index read backwards; NULLs are excluded.
         # Qualified, or ORDER BY would take the text cast of the select list.
         newest: str | None = await self._conn.fetchval(
-            f"SELECT {column}::text FROM {self._relation} WHERE {column} IS NOT NULL"
+            f"SELECT {column}::text FROM {self._relation}"
+            f" WHERE {column} IS NOT NULL AND {where or 'true'}"
             f" ORDER BY src.{column} DESC NULLS FIRST LIMIT 1"
         )
         return newest
+
+    @asynccontextmanager
+    async def load_plan(self, rows_per_chunk: int) -> AsyncIterator[LoadPlan]:
+        """Plan a parallel load in a snapshot exported from this connection, which lives
+        until the block ends: the newest cursor value in it, and key ranges of about
+        ``rows_per_chunk`` rows."""
+        described = await self._ensure_described()
+        key = described.shape.key
+        where = self._where(described, Window(by_key=True), _Values(inline=True))
+        async with self._conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await self._conn.fetchval("SELECT pg_export_snapshot()")
+            bounds = await split_keys(
+                self._conn,
+                self._relation,
+                key,
+                [described.cast_types[name] for name in key],
+                where,
+                rows_per_chunk,
+            )
+            yield LoadPlan(bounds=bounds, since=await self.newest_cursor(where), snapshot=snapshot)
 
     async def describe(self) -> Shape:
         """The sync's columns; fails naming a missing column, or a key column holding NULL."""
@@ -270,6 +295,8 @@ class PostgresSource:
                     self._relation, order, where, byte_limit, limits.rows
                 )
             async with self._conn.transaction(isolation="repeatable_read", readonly=True):
+                if window.snapshot is not None:
+                    await self._import_snapshot(window.snapshot)
                 bound = await self._conn.fetchrow(bound_sql_text, *parameters.args)
                 if bound is None:
                     return
@@ -297,7 +324,15 @@ class PostgresSource:
                 stream.finish(int(status.split()[-1]))
             if exhausted:
                 return
-            window = Window(after=end, until=window.until, by_key=window.by_key)
+            window = replace(window, after=end, cursor_from=None, lookback=None)
+
+    async def _import_snapshot(self, snapshot: str) -> None:
+        """Read this transaction at ``snapshot``, exported by a load's planner; it is gone
+        once the planner's transaction ended, and the caller must read at a fresh one."""
+        try:
+            await self._conn.execute(f"SET TRANSACTION SNAPSHOT {_literal(snapshot)}")
+        except asyncpg.InvalidParameterValueError as exc:
+            raise SnapshotExpired(f"the load's snapshot is gone: {exc}") from None
 
     async def _ensure_described(self) -> _Described:
         await self.describe()
@@ -323,10 +358,10 @@ class PostgresSource:
                 conditions.append(f"{cursor} < {now} - {values(self._sync.lag, 'interval')}")
         if window.cursor_from is not None and shape.cursor is not None:
             cast = described.cast_types[shape.cursor]
-            conditions.append(
-                f"{quote_ident(shape.cursor)} >= {values(window.cursor_from, f'text::{cast}')}"
-                f" - {values(window.lookback, 'interval')}"
-            )
+            since = values(window.cursor_from, f"text::{cast}")
+            if window.lookback is not None:
+                since += f" - {values(window.lookback, 'interval')}"
+            conditions.append(f"{quote_ident(shape.cursor)} >= {since}")
         elif window.after is not None:
             conditions.append(self._compare(described, order, ">", window.after, values))
         if window.until is not None:
