@@ -232,14 +232,16 @@ class ChunkStore:
                 load.since,
             )
 
-    async def progress(self, conn: Conn) -> dict[str, Progress]:
-        """Each sync's load in progress, or its last one."""
+    async def progress(self, conn: Conn, sync_name: str | None = None) -> dict[str, Progress]:
+        """Each sync's load in progress, or its last one; only ``sync_name``'s if given."""
         rows = await conn.fetch(
             "SELECT sync_name, count(*), count(*) FILTER (WHERE status = 'done'),"
-            " count(*) FILTER (WHERE status = 'running'), coalesce(sum(rows_read), 0),"
+            " count(*) FILTER (WHERE status = 'running'), coalesce(sum(rows_read), 0)::bigint,"
             f" (SELECT count(DISTINCT worker) FROM {self._chunks} AS each,"
             "  unnest(each.workers) AS worker WHERE each.sync_name = c.sync_name)"
-            f" FROM {self._chunks} AS c GROUP BY sync_name"
+            f" FROM {self._chunks} AS c WHERE $1::text IS NULL OR sync_name = $1"
+            " GROUP BY sync_name",
+            sync_name,
         )
         return {row[0]: Progress(*row[1:]) for row in rows}
 

@@ -58,6 +58,7 @@ class ParallelLoad:
         conn: Conn,
         run_part: Callable[[Part], Awaitable[RunResult]],
         stop: asyncio.Event,
+        lead: bool = True,
     ) -> None:
         self._name = sync_name
         self._sync = sync
@@ -68,6 +69,8 @@ class ParallelLoad:
         self._run_part = run_part
         """Runs a part to its end and returns its RunResult; raises what the run raised."""
         self._stop = stop
+        self._lead = lead
+        """Whether this process leads the load, and so waits for others' chunks to end."""
         self.done = Done()
 
     async def lead(self, source: PlansLoads, direct: bool) -> Load | None:
@@ -114,8 +117,8 @@ class ParallelLoad:
                     wait = await self._chunks.next_expiry(self._conn, self._name, load)
             if claim is not None:
                 await self._read(load, claim, direct)
-            elif wait is None:
-                return  # every chunk is done
+            elif wait is None or not self._lead:
+                return  # every chunk is done, or others read those left
             else:
                 await asyncio.sleep(min(max(wait, 0.05), POLL_S))
 

@@ -314,8 +314,13 @@ class Runner:
         try:
             result = await engine.run(request)
         except AlreadyRunning as exc:
-            result.status, result.error = "skipped", str(exc)
-            log.info("run_skipped_busy", sync_name=name, reason=str(exc))
+            # Another process runs the sync: if it is loading, its chunks are ours to share.
+            helped = await engine.help_load(request)
+            if helped is not None:
+                result = helped
+            else:
+                result.status, result.error = "skipped", str(exc)
+                log.info("run_skipped_busy", sync_name=name, reason=str(exc))
         except SyncdError as exc:
             result.status, result.error = "failed", str(exc)
         except asyncio.CancelledError:
