@@ -377,7 +377,7 @@ class _Run:
             stop=self.engine.stop,
         )
         try:
-            finished = await load.lead(source, direct)
+            finished = await load.lead(source, direct, self.rows_estimate)
         finally:
             self.result.batches += load.done.batches
             self.result.rows_read += load.done.rows_read

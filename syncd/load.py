@@ -73,11 +73,19 @@ class ParallelLoad:
         """Whether this process leads the load, and so waits for others' chunks to end."""
         self.done = Done()
 
-    async def lead(self, source: PlansLoads, direct: bool) -> Load | None:
+    async def lead(
+        self, source: PlansLoads, direct: bool, rows_estimate: int | None
+    ) -> Load | None:
         """Plan a load, or find the one under way, and work it to its end; the load, or
-        None when the source fits one chunk and is better read as one pass."""
+        None when the source fits one chunk and is better read as one pass.
+
+        The source's own estimate of its rows decides whether planning is worth its cost:
+        counting the rows, or finding their quantiles, reads every key once.
+        """
         async with AsyncExitStack() as planned:
             load = await self._chunks.unfinished(self._conn, self._name)
+            if load is None and (rows_estimate or 0) <= self._sync.chunk_rows:
+                return None
             if load is None:
                 plan = await planned.enter_async_context(source.load_plan(self._sync.chunk_rows))
                 if not plan.bounds:

@@ -100,6 +100,7 @@ async def test_a_parallel_load_copies_everything_and_reads_on_from_its_cursor_va
     conn: asyncpg.Connection, make_config
 ) -> None:
     await create_items(conn, 5000)
+    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
     config, _ = make_config({"items": ITEMS | {"chunk_rows": 600, "parallel": 3}})
 
     result = await run_sync(config, "items", batch_size=250)
@@ -205,6 +206,7 @@ async def test_kill_9_during_a_parallel_load_then_resume(
     conn: asyncpg.Connection, make_config
 ) -> None:
     await create_items(conn, 40_000)
+    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
     _, path = make_config(
         {
             "items": ITEMS
@@ -233,6 +235,7 @@ async def test_rows_changed_during_a_load_are_all_there_after_the_next_run(
     conn: asyncpg.Connection, db: str, make_config
 ) -> None:
     await create_items(conn, 20_000)
+    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
     config, _ = make_config({"items": ITEMS | {"chunk_rows": 2000, "batch_size": 300}})
     loading = asyncio.Event()
     changes = 0

@@ -31,6 +31,7 @@ async def test_three_daemons_share_a_load_and_one_killed_loses_nothing(
     conn: asyncpg.Connection, make_config, tmp_path: Path
 ) -> None:
     await create_items(conn, ROWS)
+    await conn.execute("ANALYZE src.items")
     _, path = make_config({"items": SHARED}, api={"host": "127.0.0.1", "port": 0})
     daemons = [Daemon(path, tmp_path) for _ in range(3)]
     try:
