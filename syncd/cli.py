@@ -137,6 +137,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
+REPORTING_COMMANDS = frozenset({"check-config", "status"})
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     path = args.config_path = args.config or Path(os.environ.get("SYNCD_CONFIG", "config.yaml"))
@@ -149,7 +152,12 @@ def main(argv: list[str] | None = None) -> None:
         if interactive:
             logs.configure("warning", "console", secrets=secrets, stream=sys.stderr)
         else:
-            logs.configure(config.logging.level, config.logging.format, secrets=secrets)
+            # A command that reports on stdout keeps it for its report: its logs, such as
+            # a warning met while describing a source, go beside it on stderr.
+            stream = sys.stderr if args.command in REPORTING_COMMANDS else None
+            logs.configure(
+                config.logging.level, config.logging.format, secrets=secrets, stream=stream
+            )
         command = COMMANDS[args.command]
         code = asyncio.run(command(config, args))
     except SyncdError as exc:

@@ -52,7 +52,11 @@ def error_for(tmp_path: Path, text: str) -> str:
 def test_the_shipped_config_is_valid() -> None:
     config = load_config(Path(__file__).parent.parent / "config.yaml")
     assert config.default_sync == "oracle_opportunities"
-    assert config.syncs["oracle_opportunities"].lookback == timedelta(minutes=5)
+    # The README's daylight-saving rule: a server clock read as 'database' repeats an hour
+    # syncd cannot foresee, so the shipped sync's lookback must cover it.
+    sync = config.syncs["oracle_opportunities"]
+    assert config.sources[sync.source].cursor_time_zone == "database"
+    assert sync.lookback >= timedelta(hours=1)
 
 
 def test_a_valid_file_reads_as_written(tmp_path: Path) -> None:

@@ -93,8 +93,12 @@ async def test_no_statement_of_a_sync_scans_more_than_its_batch_of_the_source_ta
         "target_table": "public.big",
         "batch_size": BATCH,
     }
-    config, _ = make_config({"first": sync, "again": sync | {"lookback": "1h", "lag": "1m"}})
+    by_key = {"table": "src.big", "target_table": "public.big_by_key", "batch_size": BATCH}
+    config, _ = make_config(
+        {"first": sync, "again": sync | {"lookback": "1h", "lag": "1m"}, "keys": by_key}
+    )
     await run_sync(config, "first")  # first, middle and last batches
+    await run_sync(config, "keys")  # a keyset on the key alone
     await conn.execute(
         "UPDATE src.big SET updated_at = timestamptz '2025-01-12 12:00' + id * interval '1 ms'"
         " WHERE id % 1000 = 0"
@@ -103,6 +107,10 @@ async def test_no_statement_of_a_sync_scans_more_than_its_batch_of_the_source_ta
     await run_sync(config, "first")  # a catch-up from a saved position
     await run_sync(config, "again", full_refresh=True)
     await run_sync(config, "again")  # a lookback pass, then the rest
+    await conn.execute("ALTER TABLE src.big ADD COLUMN region text DEFAULT 'emea'")
+    backfilled = await run_sync(config, "first")  # the new column's backfill, by key
+    assert backfilled.backfill_remaining is False
+    assert await conn.fetchval("SELECT count(*) FROM public.big WHERE region = 'emea'") == BIG_ROWS
 
     assert len(recorded.statements) > 3 * BIG_ROWS // BATCH
     await conn.execute("SET TIME ZONE 'UTC'")

@@ -376,7 +376,7 @@ async def test_a_queued_run_shows_where_it_waits_and_the_daemon_how_busy_it_is(
     assert page.errors == []
 
 
-async def test_the_chart_grows_with_each_run_and_an_error_names_its_run(
+async def test_the_chart_grows_with_each_run_an_error_names_its_run_and_a_phone_or_the_dark_fits(
     conn: asyncpg.Connection, start_daemon, visit
 ) -> None:
     await create_items(conn, 100)
@@ -414,3 +414,17 @@ async def test_the_chart_grows_with_each_run_and_an_error_names_its_run(
         1
     )
     assert page.errors == []
+
+    # Usable on a 375 px phone: nothing wider than the screen, so nothing scrolls sideways.
+    await page.page.set_viewport_size({"width": 375, "height": 800})
+    widths = await page.page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1] == 375, widths
+    await expect(bars).to_have_count(2)
+    assert (await page.field("items", "chart").bounding_box() or {}).get("width", 0) > 250
+    # Dark when the system is: the page's own colours, not the browser's defaults.
+    background = "getComputedStyle(document.body).backgroundColor"
+    assert await page.page.evaluate(background) == "rgb(244, 245, 247)"
+    await page.page.emulate_media(color_scheme="dark")
+    assert await page.page.evaluate(background) == "rgb(20, 23, 28)"
