@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -179,44 +178,6 @@ class Engine:
         )
         own = RunRequest(request.sync_name, request.trigger, request.batch_size, part=part)
         return await engine.run(own)
-
-    async def help_load(self, request: RunRequest) -> RunResult | None:
-        """While another process leads the sync's load, read its free chunks too, without
-        the sync's lock; None when no load is under way."""
-        name, sync = self.config.sync(request.sync_name)
-        try:
-            return await self._help_load(request, name, sync)
-        except Exception as exc:
-            error = self.describe_error(exc)
-            log.warning("load_not_joined", sync_name=name, error=error)
-            return RunResult(request.run_id, name, "failed", error=error)
-
-    async def _help_load(
-        self, request: RunRequest, name: str, sync: SyncConfig
-    ) -> RunResult | None:
-        conn = await self.connect_target()
-        clean = False
-        try:
-            chunks = ChunkStore(self.store.schema)
-            load = await chunks.unfinished(conn, name)
-            if load is not None:
-                log.info("load_joined", sync_name=name, load_id=load.load_id)
-                observer = LoadObserver(
-                    self.observer, request.run_id, time.monotonic(), lambda: None
-                )
-                run_part = functools.partial(self.run_part, request, observer=observer)
-                helper = ParallelLoad(sync_name=name, sync=sync, chunks=chunks, conn=conn,
-                                      run_part=run_part, stop=self.stop, lead=False)  # fmt: skip
-                await helper.work(load, direct=False)
-            clean = True
-        finally:
-            await self.connections.give_back_target(conn, clean=clean)
-        if load is None:
-            return None
-        status = "cancelled" if self.stop.is_set() else "succeeded"
-        done = helper.done
-        return RunResult(request.run_id, name, status, done.batches, done.rows_read,
-                         done.rows_written)  # fmt: skip
 
 
 class _Run:

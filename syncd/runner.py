@@ -30,6 +30,7 @@ import structlog
 from syncd.config import Config
 from syncd.engine import BatchReport, Engine, RunRequest, RunResult, new_run_id
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable
+from syncd.helping import help_load
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Connections
@@ -315,7 +316,7 @@ class Runner:
             result = await engine.run(request)
         except AlreadyRunning as exc:
             # Another process runs the sync: if it is loading, its chunks are ours to share.
-            helped = await engine.help_load(request)
+            helped = await help_load(engine, request)
             if helped is not None:
                 result = helped
             else:
