@@ -4,8 +4,9 @@
 one after the command wins, as a later option does.
 
 Exit codes: 0 done, 1 the sync failed (for ``check-config``: a database or a
-sync failed its check), 2 usage, 69 the daemon cannot listen on its address, 75
-already running elsewhere, 78 configuration error.
+sync failed its check), 2 usage, 3 ``verify`` found differences that remain, 69
+the daemon cannot listen on its address, 75 already running elsewhere, 78
+configuration error.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from syncd.state import Position, StateStore
 from syncd.status import collect_status
 
 EXIT_FAILED = 1
+EXIT_DIFFERENT = 3
+"""verify: the target differs from the source, and no repair made it equal."""
 
 Database = TargetConfig | PostgresSourceConfig | OracleSourceConfig
 
@@ -80,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = add_command("status", help="show where each sync stands")
     status.add_argument("name", nargs="?")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    verify = add_command("verify", help="prove the target equals the source, or say where not")
+    verify.add_argument("name", nargs="?", help="the sync (default: default_sync)")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument(
+        "--repair", action="store_true", help="copy what differs; delete as verify.deletes says"
+    )
+    verify.add_argument(
+        "--confirm-deletes",
+        action="store_true",
+        help="delete even beyond verify.max_delete_rows and max_delete_ratio",
+    )
 
     reset = add_command("reset", help="start a sync over; the target's rows stay")
     reset.add_argument("name")
@@ -270,6 +285,25 @@ def _lag_cell(seen: Freshness, error: str | None) -> str:
         return "? (source unreadable)"
     lag = "?" if seen.lag_seconds is None else format_duration(timedelta(seconds=seen.lag_seconds))
     return f"{lag} stale" if seen.stale else lag
+
+
+async def _verify(config: Config, args: argparse.Namespace) -> int:
+    # Imported here: only this command needs the search and its SQL.
+    from syncd.verify.verifier import verify
+
+    try:
+        report = await verify(
+            config, args.name, repair_too=args.repair, confirm_deletes=args.confirm_deletes
+        )
+    except _UNREACHABLE_OR_REFUSED as exc:
+        if isinstance(exc, SyncdError):
+            raise
+        # Nothing was deleted: a repair deletes only after every read has succeeded.
+        raise SyncdError(f"verify failed: {type(exc).__name__}: {exc}") from None
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.as_table())
+    if report.repaired is not None and report.repaired.refused is not None:
+        print(f"syncd: deletes refused: {report.repaired.refused}", file=sys.stderr)
+    return 0 if report.settled else EXIT_DIFFERENT
 
 
 async def _reset(config: Config, args: argparse.Namespace) -> int:
@@ -471,6 +505,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, i
     "sync": _sync,
     "status": _status,
     "reset": _reset,
+    "verify": _verify,
     "check-config": _check_config,
     "demo": _demo,
     "run": _run,

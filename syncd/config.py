@@ -303,6 +303,29 @@ class SchemaChangePolicy(_Model):
     """widen: alter the target where no value can change; anything else stops the run."""
 
 
+def _yaml_off(value: object) -> object:
+    """YAML 1.1 reads a bare ``off`` as false; here it is the word."""
+    return "off" if value is False else value
+
+
+class VerifyConfig(_Model):
+    """When the daemon verifies the sync, and what a repair may do."""
+
+    every: Duration | None = None
+    """Verify on this schedule; None: only when asked."""
+    repair: bool = False
+    """A scheduled verify also repairs."""
+    deletes: Annotated[Literal["off", "soft", "hard"], BeforeValidator(_yaml_off)] = "off"
+    """What a repair does with rows the source no longer has: nothing, mark them in
+    ``_syncd_deleted_at``, or delete them."""
+    max_delete_ratio: float = Field(default=0.05, ge=0, le=1)
+    """A repair that would delete more than this share of the target's rows is refused."""
+    max_delete_rows: int = Field(default=10_000, ge=0)
+    """... or more than this many rows."""
+
+    _every = field_validator("every")(lambda v: v if v is None else _positive_duration(v))
+
+
 class SyncConfig(_Model):
     source: str
     table: str | None = None
@@ -336,6 +359,7 @@ class SyncConfig(_Model):
     """Read a whole pass at one system change number (Oracle, needs FLASHBACK)."""
     nul: Literal["strip", "replace", "fail"] = "strip"
     """What to do with U+0000 in text, which PostgreSQL cannot store (Oracle)."""
+    verify: VerifyConfig = VerifyConfig()
 
     _table = field_validator("table", "target_table")(
         lambda v: v if v is None else _check_table_name(v)

@@ -28,7 +28,8 @@ _MIGRATIONS = (
     "0002_snapshots_and_cleaning.sql",
     "0003_positions_as_json.sql",
     "0004_schema_changes.sql",
-    "0005_chunks.sql",
+    "0005_verify.sql",
+    "0006_chunks.sql",
 )
 
 

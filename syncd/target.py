@@ -18,12 +18,15 @@ from syncd.errors import SchemaMismatch, SyncdError, TargetError
 from syncd.identifiers import TableName, quote_ident
 from syncd.retry import is_retryable
 from syncd.sources import Batch, Column, CopyBatch, Shape
+from syncd.verify.postgres import Compared, PostgresSide
 
 _STAGING = "syncd_staging"
 LOCK_TIMEOUT_S = 5.0
 """How long altering the target table may wait for its lock."""
 _BEFORE_UPSERT = "syncd_before_upsert"
 _TEXT_TYPES = ("text", "text[]")
+DELETED_COLUMN = "_syncd_deleted_at"
+"""Set by a repair with ``deletes: soft`` on rows the source no longer has."""
 
 
 class DirectCopyConflict(SyncdError):
@@ -83,12 +86,19 @@ class TargetTable:
             f"INSERT INTO {self.name.sql} AS t ({', '.join(map(quote_ident, written))})"
             f" SELECT {', '.join(converted)} FROM pg_temp.{_STAGING} ON CONFLICT ({conflict})"
         )
-        if not values:
+        # A row a repair marked deleted that comes back is no longer deleted.
+        marked = DELETED_COLUMN in self._columns
+        if not values and not marked:
             return head + " DO NOTHING"
-        assignments = ", ".join(f"{quote_ident(v)} = EXCLUDED.{quote_ident(v)}" for v in values)
+        assignments = ", ".join(
+            [f"{quote_ident(v)} = EXCLUDED.{quote_ident(v)}" for v in values]
+            + ([f"{quote_ident(DELETED_COLUMN)} = NULL"] if marked else [])
+        )
         old = ", ".join(f"t.{quote_ident(v)}" for v in values)
         new = ", ".join(f"EXCLUDED.{quote_ident(v)}" for v in values)
-        condition = f"ROW({old})::record *<> ROW({new})::record"
+        changes = [f"ROW({old})::record *<> ROW({new})::record"] if values else []
+        changes += [f"t.{quote_ident(DELETED_COLUMN)} IS NOT NULL"] if marked else []
+        condition = f"({' OR '.join(changes)})"
         if backfill and self.shape.cursor is not None:
             cursor = quote_ident(self.shape.column(self.shape.cursor).target_name)
             condition += f" AND t.{cursor} <= EXCLUDED.{cursor}"
@@ -102,7 +112,6 @@ class TargetTable:
         the ALTER's lock; the next run tries again."""
         if not add and not widen:
             return
-        await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
         changes = [
             f"ADD COLUMN IF NOT EXISTS {quote_ident(c.target_name)}"
             f" {self._overrides.get(c.name, c.pg_type)}"
@@ -112,14 +121,19 @@ class TargetTable:
             for c in widen
             if c.name not in self._overrides  # a type of the config's own stays
         ]
-        if not changes:
-            return
+        if changes:
+            await self._alter(conn, ", ".join(changes), "; the next run tries again")
+
+    async def _alter(self, conn: asyncpg.Connection, changes: str, hint: str = "") -> None:
+        """ALTER the table in the caller's transaction, failing at once, with that reason,
+        if its lock is not had within LOCK_TIMEOUT_S."""
+        await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
         try:
-            await conn.execute(f"ALTER TABLE {self.name.sql} {', '.join(changes)}")
+            await conn.execute(f"ALTER TABLE {self.name.sql} {changes}")
         except asyncpg.LockNotAvailableError:
             raise TargetError(
                 f"the target table {self.name} is busy: it could not be altered within"
-                f" {LOCK_TIMEOUT_S:g} s; the next run tries again"
+                f" {LOCK_TIMEOUT_S:g} s{hint}"
             ) from None
 
     def _converted(self, name: str, staged_type: str) -> str:
@@ -165,6 +179,35 @@ class TargetTable:
         self._direct_copy_possible = all(
             existing[c.target_name].type == c.pg_type for c in self.shape.columns
         )
+
+    async def comparison(self, conn: asyncpg.Connection) -> PostgresSide:
+        """The target's side of a verify: its rows read as the source's wire types."""
+        existing = await self._existing_columns(conn)
+        if existing is None:
+            raise TargetError(f"the target table {self.name} does not exist yet: run the sync")
+        missing = [c.target_name for c in self.shape.columns if c.target_name not in existing]
+        if missing:
+            raise SchemaMismatch(
+                f"the target table {self.name} has no column " + ", ".join(map(repr, missing))
+            )
+        columns = [
+            Compared(
+                c.name,
+                quote_ident(c.target_name)
+                + ("" if existing[c.target_name].type == c.pg_type else f"::{c.pg_type}"),
+                c.pg_type,
+            )
+            for c in self.shape.columns
+        ]
+        where = f"{quote_ident(DELETED_COLUMN)} IS NULL" if DELETED_COLUMN in existing else "true"
+        return PostgresSide(conn, self.name.sql, columns, self.shape.key, where=where)
+
+    async def add_deleted_column(self, conn: asyncpg.Connection) -> None:
+        """Give the table the column that marks rows deleted, if it lacks it."""
+        async with conn.transaction():
+            await self._alter(
+                conn, f"ADD COLUMN IF NOT EXISTS {quote_ident(DELETED_COLUMN)} timestamptz"
+            )
 
     async def _existing_columns(self, conn: asyncpg.Connection) -> dict[str, _TargetColumn] | None:
         relation = await conn.fetchval("SELECT to_regclass($1)::oid", self.name.sql)

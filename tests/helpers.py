@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import asyncpg
+import yaml
 
 from syncd.config import Config
 from syncd.engine import BatchReport, Engine, RunRequest, RunResult
@@ -138,3 +147,54 @@ async def eventually(condition: Callable[[], bool], *, within: float = 30.0) -> 
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 (there is no event to wait for)
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class LivingDemo:
+    """A ``syncd demo`` process with its writer, and the JSON log lines it has printed."""
+
+    process: asyncio.subprocess.Process
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    stderr: str = ""
+
+    @property
+    def url(self) -> str:
+        port = next(line["port"] for line in self.lines if line["event"] == "http_listening")
+        return f"http://127.0.0.1:{port}"
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            self.lines.append(json.loads(raw))
+
+
+@asynccontextmanager
+async def living_demo(
+    db: str, tmp_path: Path, *, rows: int, writes_per_second: int
+) -> AsyncIterator[LivingDemo]:
+    """The README's first command, in the shipped config, on the test database; Ctrl-C at
+    the end, whose exit code and stderr are left on the demo."""
+    config = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+    config["api"] = {"host": "127.0.0.1", "port": 0}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "-c", str(path), "demo", "--rows", str(rows),
+        "--writes-per-second", str(writes_per_second),
+        env=os.environ | {"SYNCD_TARGET_DSN": db, "SYNCD_DEMO_DSN": db},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    demo = LivingDemo(process)
+    reading = asyncio.create_task(demo.read())
+    try:
+        async with asyncio.timeout(60):
+            while not any(line["event"] == "http_listening" for line in demo.lines):
+                assert process.returncode is None, f"the demo exited {process.returncode}"
+                await asyncio.sleep(0.05)
+        yield demo
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        demo.stderr = (await asyncio.wait_for(process.stderr.read(), timeout=60)).decode()
+        await asyncio.wait_for(process.wait(), timeout=60)
+        await reading

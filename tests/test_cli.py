@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -20,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.cli import build_parser
-from tests.helpers import create_items, fingerprint, wait_for_value
+from tests.helpers import create_items, fingerprint, living_demo, wait_for_value
 
 ITEMS = {
     "table": "src.items",
@@ -334,45 +333,26 @@ async def test_demo_makes_and_syncs_realistic_opportunities(
 async def test_the_demo_lives_a_writer_changes_rows_and_the_mirror_keeps_up_until_ctrl_c(
     conn: asyncpg.Connection, db: str, tmp_path: Path
 ) -> None:
-    config = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
-    config["api"] = {"host": "127.0.0.1", "port": 0}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = os.environ | {"SYNCD_TARGET_DSN": db, "SYNCD_DEMO_DSN": db}
-    demo = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syncd", "-c", str(path), "demo", "--rows", "300",
-        "--writes-per-second", "20",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert demo.stdout is not None
-    lines: list[dict[str, Any]] = []
-    reading = asyncio.create_task(read_json_lines(demo.stdout, lines))
-    try:
+    async with living_demo(db, tmp_path, rows=300, writes_per_second=20) as demo:
         # A deal the writer created reaches the mirror: the writer runs, and so do the syncs.
         await wait_for_value(
             conn,
             "SELECT true FROM syncd_demo.minimal_opportunities WHERE account_name = 'Demo Corp'",
             within=60,
         )
-        port = next(line["port"] for line in lines if line["event"] == "http_listening")
         # Runs every 5 s keep the mirror well within the demo's max_lag of a minute, once
         # the watch has read the source's newest row (NaN until then).
         gauges: dict[str, float] = {}
         for _ in range(60):
-            gauges = await demo_gauges(port)
+            gauges = await demo_gauges(demo.url)
             if not math.isnan(gauges["syncd_lag_seconds"]):
                 break
             await asyncio.sleep(0.5)
         assert gauges["syncd_sync_stale"] == 0 and 0 <= gauges["syncd_lag_seconds"] < 60
-    finally:
-        demo.send_signal(signal.SIGINT)
-        err = await asyncio.wait_for(demo.stderr.read(), timeout=60)  # type: ignore[union-attr]
-        await asyncio.wait_for(demo.wait(), timeout=60)
-        await reading
 
-    assert demo.returncode == 0, err.decode()
-    assert "while a writer changes 20 rows a second" in err.decode()
-    assert [line["event"] for line in lines if line["event"].startswith("sync_")] == []
+    assert demo.process.returncode == 0, demo.stderr
+    assert "while a writer changes 20 rows a second" in demo.stderr
+    assert [line["event"] for line in demo.lines if line["event"].startswith("sync_")] == []
     left = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -380,11 +360,8 @@ async def test_the_demo_lives_a_writer_changes_rows_and_the_mirror_keeps_up_unti
     assert left == 0, "the demo left a session behind"
 
 
-async def demo_gauges(port: int) -> dict[str, float]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as answer,
-    ):
+async def demo_gauges(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as answer:
         metrics = await answer.text()
     return {
         sample.name: sample.value
@@ -392,8 +369,3 @@ async def demo_gauges(port: int) -> dict[str, float]:
         for sample in family.samples
         if sample.name in ("syncd_lag_seconds", "syncd_sync_stale")
     }
-
-
-async def read_json_lines(stream: asyncio.StreamReader, lines: list[dict[str, Any]]) -> None:
-    async for raw in stream:
-        lines.append(json.loads(raw))

@@ -12,8 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from syncd import runner as runner_module
+from syncd import target as target_module
 from syncd.config import SchemaChangePolicy
-from syncd.errors import SchemaChanged
+from syncd.errors import SchemaChanged, TargetError
 from syncd.schema import follow, widens
 from syncd.sources import Column, Shape
 from tests.conftest import ConfigFactory
@@ -106,6 +107,53 @@ async def test_a_dropped_column_is_kept_empty_from_then_on_or_stops_the_run(
     assert "amount" in await columns_of(conn, "public.items")
     amounts = dict(await conn.fetch("SELECT id, amount FROM public.items WHERE id IN (4, 5)"))
     assert amounts == {4: 5, 5: None}, "a row written after the drop has NULL there"
+
+
+async def test_a_new_column_under_fail_stops_the_run_and_its_record_says_what_changed(
+    conn: asyncpg.Connection, make_config: ConfigFactory
+) -> None:
+    await create_items(conn, 20)
+    config, _ = make_config({"items": ITEMS | {"schema_changes": {"new_column": "fail"}}})
+    await run_sync(config, "items")
+    await conn.execute("ALTER TABLE src.items ADD COLUMN region text DEFAULT 'EMEA'")
+    await conn.execute("UPDATE src.items SET name = 'changed', updated_at = now() WHERE id = 5")
+
+    with pytest.raises(SchemaChanged, match=r"region \(text\) was added"):
+        await run_sync(config, "items")
+
+    assert "region" not in await columns_of(conn, "public.items")
+    assert await conn.fetchval("SELECT name FROM public.items WHERE id = 5") == "item 5"
+    status, error = await conn.fetchrow(
+        "SELECT status, error FROM syncd.runs ORDER BY started_at DESC LIMIT 1"
+    )
+    assert status == "failed" and "region (text) was added" in error
+
+
+async def test_a_busy_target_is_not_altered_and_the_next_run_follows_the_change(
+    conn: asyncpg.Connection, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(target_module, "LOCK_TIMEOUT_S", 0.5)
+    await create_items(conn, 20)
+    config, _ = make_config({"items": ITEMS})
+    await run_sync(config, "items")
+    await conn.execute("ALTER TABLE src.items ADD COLUMN region text DEFAULT 'EMEA'")
+
+    reader = await asyncpg.connect(config.target.dsn)
+    try:
+        # A report reading the mirror in a long transaction holds a lock the ALTER must wait for.
+        transaction = reader.transaction()
+        await transaction.start()
+        await reader.fetchval("SELECT count(*) FROM public.items")
+        with pytest.raises(TargetError, match=r"is busy: it could not be altered within 0\.5 s"):
+            await run_sync(config, "items")
+        await transaction.rollback()
+    finally:
+        await reader.close()
+
+    assert "region" not in await columns_of(conn, "public.items")
+    followed = await run_sync(config, "items")
+    assert followed.rows_written == 20
+    assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
 
 
 WIDENINGS = [

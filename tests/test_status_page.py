@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Dialog, Locator, Page, async_playwrigh
 from syncd.demo import DEMO_SYNC, create_demo_source
 from syncd.identifiers import TableName
 from tests.daemon import Daemon
-from tests.helpers import create_items
+from tests.helpers import create_items, living_demo
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -428,3 +428,25 @@ async def test_the_chart_grows_with_each_run_an_error_names_its_run_and_a_phone_
     assert await page.page.evaluate(background) == "rgb(244, 245, 247)"
     await page.page.emulate_media(color_scheme="dark")
     assert await page.page.evaluate(background) == "rgb(20, 23, 28)"
+
+
+@pytest.mark.timeout(120)
+async def test_a_new_user_of_the_demo_sees_rows_arriving_and_the_chart_moving(
+    db: str, tmp_path: Path, visit
+) -> None:
+    async with living_demo(db, tmp_path, rows=2_000, writes_per_second=10) as demo:
+        page = await visit(demo.url)
+        await expect(page.page.locator("#updates")).to_have_text("Live updates")
+        bars = page.field(DEMO_SYNC, "chart").locator("rect")
+        # The README promises all of this within 30 s of opening the page.
+        await expect(page.field(DEMO_SYNC, "total-in-db")).to_have_text(
+            re.compile(r"^2,\d{3}$"), timeout=30_000
+        )
+        first = await bars.count()
+        await expect(bars).not_to_have_count(first, timeout=30_000)
+        synced = int((await page.field(DEMO_SYNC, "total-synced").inner_text()).replace(",", ""))
+        await expect(page.field(DEMO_SYNC, "total-synced")).not_to_have_text(
+            f"{synced:,}", timeout=30_000
+        )
+        assert page.errors == []
+    assert demo.process.returncode == 0, demo.stderr

@@ -10,11 +10,14 @@ from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
 from syncd.errors import SourceError
 from syncd.handoff import ByteStream
+
+if TYPE_CHECKING:
+    from syncd.verify.sides import Side
 
 Position = tuple[str | None, ...]
 """A keyset position: the cursor value (when the sync has a cursor) then the key
@@ -149,6 +152,10 @@ class Source(Protocol):
     async def newest_cursor(self) -> str | None:
         """The newest cursor value in the source, in a position's text form: how far the
         target could have come. None for an empty source or a sync without a cursor."""
+        ...
+
+    async def comparison(self) -> Side:
+        """The source's side of a verify: its rows' hashes by key segments, in its dialect."""
         ...
 
     def abort(self) -> None:

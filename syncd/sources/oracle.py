@@ -64,6 +64,7 @@ from syncd.sources.oracle_types import (
     position_text,
     refusal,
 )
+from syncd.verify.sides import Side
 
 log = structlog.get_logger("syncd.sources.oracle")
 
@@ -528,6 +529,12 @@ class OracleSource:
         rows = await self._query(newest_sql(relation), reading=str(self._table))
         newest = rows[0][0] if rows else None
         return None if newest is None else position_text(newest)
+
+    async def comparison(self) -> Side:
+        raise SourceError(
+            f"syncd verify cannot compare an Oracle source yet ({self._table}): only"
+            " PostgreSQL sources are verified"
+        )
 
     def abort(self) -> None:
         # Its calls unwind within RESET_S on their own; the session must not be reused.

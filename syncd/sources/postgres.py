@@ -48,6 +48,7 @@ from syncd.sources.postgres_sql import (
     batch_end_sql,
     whole_window_end_sql,
 )
+from syncd.verify.postgres import Compared, PostgresSide
 
 log = structlog.get_logger("syncd.sources.postgres")
 
@@ -152,6 +153,20 @@ class PostgresSource:
             )
             yield LoadPlan(bounds=bounds, since=await self.newest_cursor(where), snapshot=snapshot)
 
+    async def comparison(self) -> PostgresSide:
+        described = await self._ensure_described()
+        shape = described.shape
+        columns = [
+            Compared(c.name, _as_wire(c.name, described.cast_types[c.name], c.pg_type), c.pg_type)
+            for c in shape.columns
+        ]
+        cursor = None
+        if shape.cursor is not None:
+            # Compared with positions, which are in the cursor's own type's text form.
+            cast = described.cast_types[shape.cursor]
+            cursor = Compared(shape.cursor, quote_ident(shape.cursor), cast)
+        return PostgresSide(self._conn, self._relation, columns, shape.key, cursor=cursor)
+
     async def describe(self) -> Shape:
         """The sync's columns; fails naming a missing column, or a key column holding NULL."""
         if self._described is None:
@@ -212,9 +227,7 @@ class PostgresSource:
             ),
             cast_types={row["attname"]: row["source_type"] for row in attributes},
             select_list=", ".join(
-                quote_ident(row["attname"])
-                + ("" if row["wire_type"] == row["source_type"] else f"::{row['wire_type']}")
-                for row in chosen
+                _as_wire(row["attname"], row["source_type"], row["wire_type"]) for row in chosen
             ),
         )
 
@@ -397,6 +410,11 @@ class PostgresSource:
             return f"{columns[0]} {operator} {binds[0]}"
         leading = f"{columns[0]} {operator[0]}= {binds[0]}"
         return f"{leading} AND ROW({', '.join(columns)}) {operator} ROW({', '.join(binds)})"
+
+
+def _as_wire(name: str, source_type: str, wire_type: str) -> str:
+    """A column as it travels: cast to a type every PostgreSQL has, where it is not one."""
+    return quote_ident(name) + ("" if wire_type == source_type else f"::{wire_type}")
 
 
 class _Values:
