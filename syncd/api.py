@@ -15,36 +15,71 @@ import functools
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 import swagger_ui_bundle
 from aiohttp import web
+from pydantic import ValidationError
 
 from syncd.config import CronSchedule, EverySchedule, format_duration
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
+from syncd.events import EVENT, RunCounts
+from syncd.freshness import Freshness as FreshnessSeen
 from syncd.identifiers import TableName
 from syncd.metrics import Metrics
 from syncd.openapi import openapi_document
+from syncd.payload import (
+    Alive,
+    BusyError,
+    Completed,
+    Count,
+    Error,
+    Failed,
+    Freshness,
+    Health,
+    NameBody,
+    NameQuery,
+    NotReady,
+    PageConfig,
+    Payload,
+    PoolUse,
+    Queued,
+    Ready,
+    Request,
+    ResetDone,
+    Run,
+    RunBody,
+    RunQuery,
+    Runs,
+    RunsQuery,
+    SchemaChange,
+    Started,
+    Status,
+    Syncs,
+    SyncState,
+)
 from syncd.pg import Conn
 from syncd.pools import Connections, PostgresPool
 from syncd.redact import scrub
 from syncd.retry import UNUSABLE_CONNECTION
 from syncd.runner import Busy, LiveRun, NotAccepting, Runner
 from syncd.scheduler import Schedules
-from syncd.state import StateStore
+from syncd.state import RunRecord, StateStore
+from syncd.state import SchemaChange as RecordedChange
 from syncd.status import RowCounts, collect_status
+from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.api")
 
+RequestT = TypeVar("RequestT", bound=Request)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_NAME_LENGTH = 200
 PREFIX = "/api/batch-sync"
 SEED_ENDPOINTS = [
     f"POST {PREFIX}/start",
@@ -54,6 +89,8 @@ SEED_ENDPOINTS = [
     f"GET {PREFIX}/count",
     f"GET {PREFIX}/health",
 ]
+RECENT_SCHEMA_CHANGES = 5
+"""How many of a sync's latest column changes its status shows."""
 STATIC = Path(__file__).with_name("static")
 PAGE_FILES = ("page.css", "page.js")
 DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
@@ -91,6 +128,8 @@ class Services:
     """Rows in the target tables, shared by every answer that shows them."""
     connections: Connections | None = None
     """Every pool of the daemon, for showing their use."""
+    watch: FreshnessWatch | None = None
+    """How fresh each sync is; None where nothing watches (tests of the API alone)."""
 
 
 SERVICES = web.AppKey("services", Services)
@@ -101,28 +140,23 @@ CLOSING = web.AppKey("closing", asyncio.Event)
 class ApiError(SyncdError):
     """The request cannot be served."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.extra = extra
 
 
-def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
-    return web.json_response(body, status=status, headers=headers or None, dumps=_dumps)
+def answer(payload: Payload, status: int = 200, **headers: str) -> web.Response:
+    """The one place a payload becomes an HTTP answer."""
+    return web.Response(
+        text=payload.model_dump_json(),
+        status=status,
+        headers=headers or None,
+        content_type="application/json",
+    )
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_encode)
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return _json(status, {"status": "error", "message": message, **extra})
+def _error(status: int, message: str) -> web.Response:
+    return answer(Error(message=message), status)
 
 
 @web.middleware
@@ -130,13 +164,13 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error(exc.status, str(exc), **exc.extra)
+        return _error(exc.status, str(exc))
     except UnknownSync as exc:
         return _error(404, str(exc))
     except Busy as exc:
-        return _error(409, str(exc), run_id=exc.run_id)
+        return answer(BusyError(message=str(exc), run_id=exc.run_id), 409)
     except AlreadyRunning as exc:
-        return _error(409, str(exc), run_id=None)
+        return answer(BusyError(message=str(exc), run_id=None), 409)
     except (NotAccepting, Unavailable) as exc:
         return _error(503, str(exc))
     except web.HTTPException as exc:
@@ -194,9 +228,9 @@ async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResp
         expected = token.get_secret_value().encode()
         # compare_digest takes the same time whatever the first differing byte is.
         if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), expected):
-            return _json(
+            return answer(
+                Error(message="missing or wrong bearer token"),
                 401,
-                {"status": "error", "message": "missing or wrong bearer token"},
                 **{"WWW-Authenticate": 'Bearer realm="syncd"'},
             )
     return await handler(request)
@@ -251,75 +285,49 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the JSON body must be an object")
-    unknown = sorted(set(data) - {"batch_size", "sync_name"})
-    if unknown:
-        raise ApiError(
-            400, f"unknown field(s) {', '.join(unknown)}: expected batch_size, sync_name"
-        )
-    nulls = sorted(key for key, value in data.items() if value is None)
-    if nulls:
-        raise ApiError(400, f"{', '.join(nulls)} must be left out rather than null")
     return data
 
 
-def _query(request: web.Request, key: str) -> str | None:
-    """One query parameter; given twice, it is ambiguous and refused."""
-    values = request.query.getall(key, [])
-    if len(values) > 1:
-        raise ApiError(400, f"{key} is given {len(values)} times in the query string")
-    return values[0] if values else None
+def _query_values(request: web.Request) -> dict[str, str]:
+    """The query string's parameters; one given twice is ambiguous and refused."""
+    values: dict[str, str] = {}
+    for key in request.query:
+        given = request.query.getall(key)
+        if len(given) > 1:
+            raise ApiError(400, f"{key} is given {len(given)} times in the query string")
+        values[key] = given[0]
+    return values
 
 
-async def _params(request: web.Request) -> list[dict[str, Any]]:
-    """The query string's values, then the JSON body's, which win where both are given."""
-    query = {key: _query(request, key) for key in request.query}
-    return [query, await _body(request)]
-
-
-def _sync_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
-        raise ApiError(400, f"sync_name must be a string of 1 to {MAX_NAME_LENGTH} characters")
-    return value
-
-
-def _batch_size(request: web.Request, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ApiError(400, f"batch_size must be a whole number, found {value!r}") from None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema counts 10.0 as an integer, and so do we
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(400, f"batch_size must be a whole number, found {type(value).__name__}")
+def parsed(
+    request: web.Request, model: type[RequestT], data: dict[str, Any], *, query: bool = False
+) -> RequestT:
+    """``data`` validated through ``model``: a 400 naming each field and its fault if not.
+    A query string's values are text, and a number there is its digits."""
     limit = request.app[SERVICES].runner.config.api.max_batch_size
-    if not 1 <= value <= limit:
-        raise ApiError(400, f"batch_size must be between 1 and {limit}, found {value}")
-    return value
+    context = {"max_batch_size": limit, "query": query}
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ApiError(400, _faults(model, exc)) from None
 
 
-def _limit(request: web.Request) -> int:
-    given = _query(request, "limit")
-    text = "20" if given is None else given
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise ApiError(400, f"limit must be a whole number from 1 to 1000, found {text!r}")
-    return int(text)
+def _query(request: web.Request, model: type[RequestT]) -> RequestT:
+    return parsed(request, model, _query_values(request), query=True)
 
 
-async def _run_params(request: web.Request) -> tuple[str, int | None]:
-    """sync_name and batch_size, from the query string and/or a JSON body."""
-    name: str | None = None
-    batch_size: int | None = None
-    for values in await _params(request):
-        # Each source is checked in full, so a bad value is refused even where overridden.
-        name = _sync_name(values.get("sync_name")) or name
-        batch_size = _batch_size(request, values.get("batch_size")) or batch_size
-    resolved, _ = request.app[SERVICES].runner.config.sync(name)
-    return resolved, batch_size
+def _faults(model: type[Request], exc: ValidationError) -> str:
+    faults: dict[str, str] = {}
+    for error in exc.errors():
+        if error["type"] == "none_required":
+            continue  # the other side of "value or left out": the value's fault says more
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "extra_forbidden":
+            fault = f"unknown field {field}: expected {', '.join(model.model_fields)}"
+        else:
+            fault = f"{field} {error['msg']}".strip()
+        faults.setdefault(field, fault)
+    return "; ".join(faults.values())
 
 
 @contextlib.asynccontextmanager
@@ -332,6 +340,15 @@ async def _connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]
     async with pool.connection(ACQUIRE_TIMEOUT_S, patient=False) as conn:
         async with asyncio.timeout(QUERY_TIMEOUT_S):
             yield conn
+
+
+async def _run_params(request: web.Request) -> tuple[str, int | None]:
+    """sync_name and batch_size, from the query string and/or a JSON body, whose values
+    win; each is checked in full, so that a bad value is refused even where overridden."""
+    query = _query(request, RunQuery)
+    body = parsed(request, RunBody, await _body(request))
+    name, _ = request.app[SERVICES].runner.config.sync(body.sync_name or query.sync_name)
+    return name, body.batch_size or query.batch_size
 
 
 async def _trigger(request: web.Request) -> LiveRun:
@@ -355,10 +372,15 @@ async def _trigger(request: web.Request) -> LiveRun:
 # ---- the seed's contract -------------------------------------------------------------
 
 
+def _about(live: LiveRun) -> dict[str, Any]:
+    """What every answer about a run says of it."""
+    return {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
+
+
 async def start(request: web.Request) -> web.Response:
     runner = request.app[SERVICES].runner
     live = await _trigger(request)
-    common = {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
+    run = _about(live)
     if live.state == "queued":
         position = runner.queue_position(live.sync_name)
         running = runner.counts()["running"]
@@ -366,67 +388,52 @@ async def start(request: web.Request) -> web.Response:
             f"Batch sync queued with batch_size={live.batch_size}: {running} running,"
             f" position {position} in the queue"
         )
-        return _json(
-            202, {"status": "queued", "message": message, "queue_position": position, **common}
-        )
-    return _json(
-        202,
-        {
-            "status": "started",
-            "message": f"Batch sync started with batch_size={live.batch_size}",
-            **common,
-        },
-    )
+        return answer(Queued(message=message, queue_position=position, **run), 202)
+    message = f"Batch sync started with batch_size={live.batch_size}"
+    return answer(Started(message=message, **run), 202)
 
 
 async def start_sync(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     live = await _trigger(request)
     result = await services.runner.wait(live)
-    common = {"batch_size": live.batch_size, "sync_name": live.sync_name, "run_id": live.run_id}
+    run = _about(live)
     if result.status == "succeeded":
         async with _connection(request) as conn:
             state = await services.store.load(conn, live.sync_name)
-        return _json(
-            200,
-            {
-                "status": "complete",
-                "message": "Batch sync completed successfully",
-                "total_synced": state.total_synced,
-                "rows_this_run": result.rows_read,
-                **common,
-            },
+        return answer(
+            Completed(total_synced=state.total_synced, rows_this_run=result.rows_read, **run)
         )
     if result.status == "cancelled":
-        message = result.error or "syncd is shutting down"
-        return _json(503, {"status": "cancelled", "message": message, **common})
+        raise NotAccepting(result.error or "syncd is shutting down")
     if result.status == "skipped":
-        return _json(409, {"status": "error", "message": result.error, **common})
-    return _json(
-        502,
-        {"status": "failed", "message": "Batch sync failed", "error": result.error, **common},
-    )
+        raise Busy(result.error, run_id=live.run_id)
+    return answer(Failed(error=result.error, **run), 502)
 
 
 async def status(request: web.Request) -> web.Response:
-    name = _sync_name(_query(request, "sync_name"))
-    return _json(200, {"status": "success", **await _sync_view(request, name)})
+    name = _query(request, NameQuery).sync_name
+    return answer(Status(**(await _sync_state(request, name)).model_dump()))
 
 
-async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
+async def _sync_state(request: web.Request, name: str | None) -> SyncState:
     services = request.app[SERVICES]
     name, sync = services.runner.config.sync(name)
     async with _connection(request) as conn:
         state = await collect_status(
             conn, services.store, name, sync, functools.partial(_rows_in, services)
         )
-    view = state.as_json()
+        changes = await services.store.schema_changes(conn, name, RECENT_SCHEMA_CHANGES)
+    seen = services.watch.freshness(name) if services.watch else None
     live = services.runner.live(name)
     queued = services.runner.queued(name)
     last = services.runner.last_result(name)
-    view.update(
-        running=view["running"] or live is not None,
-        run_id=live.run_id if live else queued.run_id if queued else view["run_id"],
+    return SyncState(
+        **asdict(state)
+        | {
+            "running": state.running or live is not None,
+            "run_id": live.run_id if live else queued.run_id if queued else state.run_id,
+        },
         queued=queued is not None,
         queued_at=queued.queued_at if queued else None,
         queue_position=services.runner.queue_position(name),
@@ -437,8 +444,14 @@ async def _sync_view(request: web.Request, name: str | None) -> dict[str, Any]:
         missing_index=last.missing_index if last else None,
         schedule=_schedule_text(sync.schedule),
         next_run_at=services.schedules.next_run_at(name),
+        freshness=Freshness(**asdict(seen)) if seen else None,
+        schema_changes=[_schema_change(change) for change in changes],
     )
-    return view
+
+
+def _schema_change(change: RecordedChange) -> SchemaChange:
+    recorded = asdict(change)
+    return SchemaChange(column=recorded.pop("column_name"), **recorded)
 
 
 async def _rows_in(services: Services, conn: Conn, table: TableName) -> int | None:
@@ -461,10 +474,9 @@ def _schedule_text(schedule: EverySchedule | CronSchedule | None) -> str | None:
 
 async def reset(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    name: str | None = None
-    for values in await _params(request):
-        name = _sync_name(values.get("sync_name")) or name
-    name, _ = services.runner.config.sync(name)
+    query = _query(request, NameQuery)
+    body = parsed(request, NameBody, await _body(request))
+    name, _ = services.runner.config.sync(body.sync_name or query.sync_name)
     live = services.runner.live(name)
     if live is not None:
         raise Busy(
@@ -472,26 +484,41 @@ async def reset(request: web.Request) -> web.Response:
         )
     async with _connection(request) as conn:
         await services.store.reset(conn, name)
-    return _json(
-        200,
-        {"status": "success", "message": f"Sync state reset for '{name}'", "sync_name": name},
-    )
+    services.runner.publish({"type": "sync_reset", "sync_name": name})
+    return answer(ResetDone(message=f"Sync state reset for '{name}'", sync_name=name))
 
 
 async def count(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    name, sync = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
+    name, sync = services.runner.config.sync(_query(request, NameQuery).sync_name)
     target = sync.target
     async with _connection(request) as conn:
         rows = await _rows_in(services, conn, target)
-    return _json(
-        200,
-        {"status": "success", "count": rows or 0, "table": target.name, "sync_name": name},
-    )
+    return answer(Count(count=rows or 0, table=target.name, sync_name=name))
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json(200, {"status": "healthy", "module": "syncd", "endpoints": SEED_ENDPOINTS})
+    services = request.app[SERVICES]
+    reasons = [
+        _stale_reason(name, seen, sync.max_lag)
+        for name, sync in services.runner.config.syncs.items()
+        if services.watch and (seen := services.watch.freshness(name)) and seen.stale
+    ]
+    return answer(
+        Health(
+            status="degraded" if reasons else "healthy", endpoints=SEED_ENDPOINTS, reasons=reasons
+        )
+    )
+
+
+def _stale_reason(name: str, seen: FreshnessSeen, max_lag: timedelta | None) -> str:
+    limit = f"max_lag {format_duration(max_lag)}" if max_lag else "its max_lag"
+    if seen.lag_seconds is None:
+        return (
+            f"sync {name!r} is stale: nothing tells how far behind it is, for longer than {limit}"
+        )
+    lag = format_duration(timedelta(seconds=round(seen.lag_seconds)))
+    return f"sync {name!r} is stale: {lag} behind its source, above {limit}"
 
 
 # ---- additions ---------------------------------------------------------------------------
@@ -499,41 +526,34 @@ async def health(request: web.Request) -> web.Response:
 
 async def syncs(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    names = list(services.runner.config.syncs)
-    views = [await _sync_view(request, name) for name in names]
-    pools = [use.__dict__ for use in services.connections.use()] if services.connections else []
-    return _json(
-        200,
-        {"status": "success", "syncs": views, "runs": services.runner.counts(), "pools": pools},
+    states = [await _sync_state(request, name) for name in services.runner.config.syncs]
+    pools = services.connections.use() if services.connections else []
+    return answer(
+        Syncs(
+            syncs=states,
+            runs=RunCounts(**services.runner.counts()),
+            pools=[PoolUse(**asdict(use)) for use in pools],
+        )
     )
 
 
 async def runs(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    name, _ = services.runner.config.sync(_sync_name(_query(request, "sync_name")))
-    limit = _limit(request)
+    query = _query(request, RunsQuery)
+    name, _ = services.runner.config.sync(query.sync_name)
     async with _connection(request) as conn:
-        records = await services.store.runs(conn, name, limit)
-    return _json(
-        200,
-        {
-            "status": "success",
-            "sync_name": name,
-            "runs": [
-                record.__dict__
-                | {
-                    "duration_s": (record.finished_at - record.started_at).total_seconds()
-                    if record.finished_at
-                    else None
-                }
-                for record in records
-            ],
-        },
-    )
+        records = await services.store.runs(conn, name, query.limit)
+    return answer(Runs(sync_name=name, runs=[_run(record) for record in records]))
+
+
+def _run(record: RunRecord) -> Run:
+    finished = record.finished_at
+    duration = (finished - record.started_at).total_seconds() if finished else None
+    return Run(**asdict(record), duration_s=duration)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json(200, {"status": "ok"})
+    return answer(Alive())
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -555,8 +575,8 @@ async def readyz(request: web.Request) -> web.Response:
     if not services.schedules.running:
         reasons.append("the scheduler is not running")
     if reasons:
-        return _json(503, {"status": "unavailable", "reasons": reasons})
-    return _json(200, {"status": "ready"})
+        return answer(NotReady(reasons=reasons), 503)
+    return answer(Ready())
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -565,7 +585,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(200, openapi_document(request.app[SERVICES].runner.config.api.max_batch_size))
+    document = openapi_document(request.app[SERVICES].runner.config.api.max_batch_size)
+    return web.json_response(document)
 
 
 DOCS_PAGE = """<!doctype html>
@@ -618,13 +639,8 @@ async def page_file(request: web.Request) -> web.FileResponse:
 async def page_config(request: web.Request) -> web.Response:
     """What the page must know before it acts; nothing here is a secret."""
     api = request.app[SERVICES].runner.config.api
-    return _json(
-        200,
-        {
-            "status": "success",
-            "token_required": api.token is not None,
-            "max_batch_size": api.max_batch_size,
-        },
+    return answer(
+        PageConfig(token_required=api.token is not None, max_batch_size=api.max_batch_size)
     )
 
 
@@ -685,10 +701,15 @@ async def _next_events(
 
 
 def _messages(events: list[dict[str, Any]]) -> bytes:
-    """The events as the stream carries them; none at all is the keep-alive comment."""
+    """The events as the stream carries them, each checked against its model; none at all
+    is the keep-alive comment."""
     if not events:
         return b": keep-alive\n\n"
-    return b"".join(f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in events)
+    typed = [EVENT.validate_python(event) for event in events]
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (event.type.encode(), event.model_dump_json().encode())
+        for event in typed
+    )
 
 
 async def _end_streams(app: web.Application) -> None:

@@ -360,6 +360,10 @@ class SyncConfig(_Model):
     nul: Literal["strip", "replace", "fail"] = "strip"
     """What to do with U+0000 in text, which PostgreSQL cannot store (Oracle)."""
     verify: VerifyConfig = VerifyConfig()
+    null_cursor: Literal["include", "skip", "fail"] = "include"
+    """Rows whose cursor is NULL have no place in the cursor's order. include: each run
+    also reads them by key and writes the changed ones; skip: never read them; fail:
+    refuse the run while there are any."""
 
     _table = field_validator("table", "target_table")(
         lambda v: v if v is None else _check_table_name(v)

@@ -65,8 +65,8 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     runner = Runner(config, metrics=metrics, notifier=notifier, connections=connections)
     schedules = Schedules(runner)
     store = StateStore(config.target.state_schema)
-    services = Services(runner, schedules, store, metrics, connections=connections)
     watch = FreshnessWatch(runner, store, connections, metrics)
+    services = Services(runner, schedules, store, metrics, connections=connections, watch=watch)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

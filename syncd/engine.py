@@ -127,6 +127,8 @@ class _Phase:
     final: bool = True
     backfill: bool = False
     """Reads the whole table by key to fill in new columns; keeps a position of its own."""
+    nulls: bool = False
+    """Reads the rows whose cursor is NULL, by key; the saved position stays ``pinned``."""
 
 
 class Engine:
@@ -304,6 +306,7 @@ class _Run:
             self.rows_estimate = await source.estimate_rows(phases[-1].window)
             if self.engine.observer is not None:
                 self.engine.observer.run_started(self.name, self.request.run_id, self.rows_estimate)
+        nulls = await _rows_without_cursor(source, self.sync)
         direct = self.direct_allowed and await table.is_empty(conn)
         if (
             phases == [_Phase(Window())]
@@ -317,6 +320,11 @@ class _Run:
             direct = False
             self.lookback_done = True
         state = await self.store.load(conn, self.name)
+        if nulls:
+            # Last, and final: the run is complete once these are read too.
+            without_cursor = Window(by_key=True, null_cursor=True)
+            phase = _Phase(without_cursor, pinned=state.position, nulls=True)
+            await self._phase(source, table, phase, direct=False)
         if state.backfill_columns:
             backfill = _Phase(Window(after=state.backfill_position, by_key=True), backfill=True)
             await self._phase(source, table, backfill, direct=False)
@@ -486,13 +494,11 @@ class _Run:
                 # left (here, between two batches, the source connection is free).
                 rows_fetched += self.limits.rows
                 if not batch.exhausted and (self.rows_estimate or 0) < rows_fetched:
-                    remaining = await source.estimate_rows(
-                        Window(after=batch.end, until=window.until, by_key=window.by_key)
-                    )
+                    remaining = await source.estimate_rows(window.beyond(batch.end))
                     self.rows_estimate = rows_fetched + (remaining or 0)
 
     async def _record(
-        self, batch: Batch, position: Position, rows: int, written: int, complete: bool
+        self, batch: Batch, position: Position | None, rows: int, written: int, complete: bool
     ) -> None:
         await self.store.commit_batch(
             self.writer.conn,
@@ -511,7 +517,7 @@ class _Run:
     ) -> None:
         """The batch's rows, position and counters in one transaction."""
         conn = self.writer.conn
-        position = phase.pinned or batch.end
+        position = phase.pinned if phase.nulls else phase.pinned or batch.end
         began = time.monotonic()
         try:
             async with conn.transaction():
@@ -559,7 +565,7 @@ class _Run:
             "batch_committed",
             rows=rows,
             rows_written=written,
-            position=list(position),
+            position=None if position is None else list(position),
             duration_ms=round(report.duration_s * 1000, 1),
             rows_per_s=round(report.run_rows_per_s),
         )
@@ -584,6 +590,23 @@ def _after_load(state: SyncState, sync: SyncConfig) -> list[_Phase]:
     if sync.cursor is None or state.since is None:
         return []
     return [_Phase(Window(cursor_from=state.since, lookback=sync.lookback))]
+
+
+async def _rows_without_cursor(source: Source, sync: SyncConfig) -> int:
+    """How many rows a run reads by key because their cursor is NULL; null_cursor: fail
+    refuses the run while there are any, before anything is written."""
+    if sync.cursor is None or sync.null_cursor == "skip":
+        return 0
+    count = await source.null_cursors()
+    if count and sync.null_cursor == "fail":
+        raise SourceError(
+            f"{count} rows have a NULL cursor ({sync.cursor}), and null_cursor is 'fail':"
+            " give them a value, or set null_cursor to include (read them by key each run)"
+            " or skip (never read them)"
+        )
+    if count:
+        log.warning("null_cursor_rows", rows=count, action="read by key")
+    return count
 
 
 def _history(changes: list[schema.Change]) -> list[tuple[str, str, str | None, str | None, str]]:

@@ -1,153 +1,153 @@
-"""The OpenAPI 3 description of the HTTP API, kept true by tests that call every path."""
+"""The OpenAPI 3.1 document, assembled from the payload and event models.
+
+Only the table of operations is written down here, as data: each path and method, what it
+is about, which model its query, body and answers are. Every schema comes from the models
+the handlers validate and answer with (``$defs`` become ``components/schemas``), and the
+event stream publishes one schema per event, its data a JSON string of the event's model.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-_NAME = {
-    "name": "sync_name",
-    "in": "query",
-    "required": False,
-    "description": "The sync; default_sync (or the only sync) when omitted."
-    " A sync_name in a JSON body takes precedence.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+
+from syncd import payload as p
+from syncd.events import EVENT_MODELS, event_name
+
+PROMETHEUS = "text/plain"
+EVENT_STREAM = "text/event-stream"
+REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    model: object
+    """The JSON payload's model (or a union of models), or the media type of an answer
+    that is not JSON."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    tag: str
+    summary: str
+    answers: dict[int, Answer]
+    query: type[p.Request] | None = None
+    body: type[p.Request] | None = None
+    secured: bool = False
+    """A POST: with api.token set, it needs the bearer token."""
+    description: str | None = None
+    errors: tuple[int, ...] = ()
+    """Status codes answered with ``ERRORS``' meaning and the Error model."""
+
+
+ERRORS = {
+    400: "Malformed request: the message names the field and what is wrong with it",
+    401: "Missing or wrong bearer token",
+    404: "Unknown sync",
+    409: "The sync is already running: the answer names its run",
+    413: "Request body too large",
+    500: "Unexpected failure (no details in the response)",
+    503: "The target database is not reachable (the message says why), or syncd stops",
 }
-_LIMIT = {
-    "name": "limit",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
-}
+RUN_ERRORS = (400, 401, 404, 409, 413, 500, 503)
+READ_ERRORS = (400, 404, 500, 503)
 
-_ERROR = {
-    "type": "object",
-    "required": ["status", "message"],
-    "properties": {
-        "status": {"type": "string"},
-        "message": {"type": "string"},
-        "run_id": {"type": ["string", "null"]},
-    },
-}
-_TIME = {"type": ["string", "null"], "format": "date-time"}
-_SYNC_STATE = {
-    "type": "object",
-    "required": ["sync_name", "current_offset", "total_synced", "last_sync_at",
-                 "is_complete", "total_in_db", "running", "run_id", "position",
-                 "rows_per_second", "source_rows_estimate", "last_error", "next_run_at"],
-    "properties": {
-        "sync_name": {"type": "string"},
-        "source": {"type": "string"},
-        "target_table": {"type": "string"},
-        "current_offset": {"type": "integer", "description": "Rows read since the last reset."},
-        "total_synced": {"type": "integer", "description": "Rows written since the last reset."},
-        "last_sync_at": _TIME,
-        "is_complete": {"type": "boolean"},
-        "total_in_db": {"type": ["integer", "null"]},
-        "running": {"type": "boolean"},
-        "run_id": {
-            "type": ["string", "null"],
-            "description": "The running run's, else the queued run's, else the one holding"
-            " the sync in another process.",
-        },
-        "queued": {
-            "type": "boolean",
-            "description": "A run of the sync waits for a slot (max_concurrent_runs).",
-        },
-        "queued_at": _TIME,
-        "queue_position": {
-            "type": ["integer", "null"],
-            "description": "1 for the queued run that starts next.",
-        },
-        "holder": {"type": ["string", "null"]},
-        "position": {"type": ["array", "null"], "items": {"type": ["string", "null"]}},
-        "rows_per_second": {"type": ["number", "null"]},
-        "source_rows_estimate": {"type": ["integer", "null"]},
-        "run_rows_read": {"type": ["integer", "null"]},
-        "last_run_status": {"type": ["string", "null"]},
-        "missing_index": {
-            "type": ["string", "null"],
-            "description": "The CREATE INDEX the source table lacks, as the last run found:"
-            " without it each run reads the table in one pass.",
-        },
-        "last_error": {"type": ["string", "null"]},
-        "schedule": {"type": ["string", "null"]},
-        "next_run_at": _TIME,
-    },
-}  # fmt: skip
+EVENTS_DESCRIPTION = (
+    "Each event's name is its data's `type`, and its data a JSON object of the event's"
+    " schema: a run queued, started, a batch committed, a run finished, a sync reset, a sync"
+    " turned stale or fresh. A comment line keeps an idle stream open every 15 s. Events are"
+    " sent at most ten times a second, several at a time; a reader that takes nothing for"
+    " 10 s loses its stream, and one that falls behind misses events."
+)
 
+OPERATIONS = (
+    Operation("post", "/api/batch-sync/start", "Batch Sync", "Start a sync in the background",
+              query=p.RunQuery, body=p.RunBody, secured=True, errors=RUN_ERRORS, answers={
+                  202: Answer("Started, or queued until a slot is free (a run already queued"
+                              " for the sync is the one answered, and takes this batch_size);"
+                              " returns at once", p.Started | p.Queued),
+              }),
+    Operation("post", "/api/batch-sync/start-sync", "Batch Sync",
+              "Run a sync to the end and answer when it is done",
+              query=p.RunQuery, body=p.RunBody, secured=True, errors=RUN_ERRORS, answers={
+                  200: Answer("The run completed", p.Completed),
+                  502: Answer("The run failed", p.Failed),
+              }),
+    Operation("get", "/api/batch-sync/status", "Batch Sync", "Where a sync stands",
+              query=p.NameQuery, errors=READ_ERRORS,
+              answers={200: Answer("The sync's state", p.Status)}),
+    Operation("post", "/api/batch-sync/reset", "Batch Sync",
+              "Start a sync over; the target table's rows are kept",
+              query=p.NameQuery, body=p.NameBody, secured=True, errors=RUN_ERRORS,
+              answers={200: Answer("Reset", p.ResetDone)}),
+    Operation("get", "/api/batch-sync/count", "Batch Sync", "Rows in the sync's target table",
+              query=p.NameQuery, errors=READ_ERRORS, answers={200: Answer("The count", p.Count)}),
+    Operation("get", "/api/batch-sync/health", "Batch Sync",
+              "The module's health and its endpoints",
+              answers={200: Answer("Healthy", p.Health)}),
+    Operation("get", "/api/batch-sync/syncs", "Batch Sync",
+              "Every configured sync with its state and schedule",
+              errors=(500, 503), answers={200: Answer("All syncs", p.Syncs)}),
+    Operation("get", "/api/batch-sync/runs", "Batch Sync", "Recent runs of a sync, newest first",
+              query=p.RunsQuery, errors=READ_ERRORS, answers={200: Answer("Runs", p.Runs)}),
+    Operation("get", "/api/batch-sync/events", "Status page",
+              "Server-Sent Events about runs and syncs, until syncd stops",
+              description=EVENTS_DESCRIPTION, answers={
+                  200: Answer("An event stream that ends only when syncd stops", EVENT_STREAM),
+                  503: Answer("As many streams are open as syncd serves (100)", p.Error),
+              }),
+    Operation("get", "/api/batch-sync/page-config", "Status page",
+              "Whether POSTs need a bearer token, and the largest batch size",
+              answers={200: Answer("What the page needs to know", p.PageConfig)}),
+    Operation("get", "/healthz", "Operations", "Liveness: answers while the event loop runs",
+              answers={200: Answer("Alive", p.Alive)}),
+    Operation("get", "/readyz", "Operations",
+              "Readiness: the target answers and the scheduler runs", answers={
+                  200: Answer("Ready", p.Ready),
+                  503: Answer("Not ready, with the reasons", p.NotReady),
+              }),
+    Operation("get", "/metrics", "Operations", "Prometheus metrics",
+              answers={200: Answer("Prometheus text format", PROMETHEUS)}),
+)  # fmt: skip
 
-_RUN_COUNTS = {
-    "type": "object",
-    "required": ["running", "queued", "max_concurrent_runs"],
-    "properties": {
-        "running": {"type": "integer"},
-        "queued": {"type": "integer"},
-        "max_concurrent_runs": {"type": "integer"},
-    },
-}
-_POOL_USE = {
-    "type": "object",
-    "description": "One database's connections from the whole daemon.",
-    "required": ["pool", "in_use", "idle", "max", "waiting"],
-    "properties": {
-        "pool": {"type": "string", "description": "target, or source:NAME"},
-        "in_use": {"type": "integer"},
-        "idle": {"type": "integer"},
-        "max": {"type": "integer", "description": "max_connections"},
-        "waiting": {"type": "integer", "description": "Runs and requests waiting for one"},
-    },
-}
+TAGS = [
+    {"name": "Batch Sync", "description": "The batch sync contract, start to reset."},
+    {"name": "Operations", "description": "Probes and metrics."},
+    {"name": "Status page", "description": "What the page at / is fed with."},
+]
 
 
-_STATUS = {
-    "allOf": [
-        {"$ref": "#/components/schemas/SyncState"},
-        {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"type": "string", "enum": ["success"]}},
-        },
-    ]
-}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    meaning = {
-        400: "Malformed request",
-        401: "Missing or wrong bearer token",
-        404: "Unknown sync",
-        409: "The sync is already running",
-        413: "Request body too large",
-        503: "The target database is not reachable (the message says why), or syncd stops",
-        500: "Unexpected failure (no details in the response)",
-    }
-    return {str(c): _json({"$ref": "#/components/schemas/Error"}, meaning[c]) for c in codes}
-
-
-def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
+def openapi_document(max_batch_size: int = p.DEFAULT_MAX_BATCH_SIZE) -> dict[str, Any]:
     """The document for a daemon that accepts batch sizes up to ``max_batch_size``."""
-    batch_size = {"type": "integer", "minimum": 1, "maximum": max_batch_size}
-    batch_parameter = {
-        "name": "batch_size",
-        "in": "query",
-        "required": False,
-        "description": "Rows per batch for this run; the sync's batch_size when omitted."
-        " A batch_size in the JSON body takes precedence.",
-        "schema": batch_size,
-    }
-    run_body = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "batch_size": batch_size,
-            "sync_name": {"type": "string", "minLength": 1, "maxLength": 200},
-        },
-    }
-    run_ref = {"$ref": "#/components/schemas/RunBody"}
+    document = copy.deepcopy(_document())
+    schemas = document["components"]["schemas"]
+    batch_sizes = [schemas["RunBody"]["properties"]["batch_size"]] + [
+        parameter["schema"]
+        for item in document["paths"].values()
+        for operation in item.values()
+        for parameter in operation.get("parameters", ())
+        if parameter["name"] == "batch_size"
+    ]
+    for schema in batch_sizes:
+        schema["maximum"] = max_batch_size
+    return document
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    schemas = _Schemas(OPERATIONS)
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = _operation(operation, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -155,320 +155,113 @@ def openapi_document(max_batch_size: int = 100_000) -> dict[str, Any]:
             "version": "1",
             "description": "Control and watch syncd's table syncs.",
         },
-        "tags": [
-            {"name": "Batch Sync", "description": "The batch sync contract, start to reset."},
-            {"name": "Operations", "description": "Probes and metrics."},
-            {"name": "Status page", "description": "What the page at / is fed with."},
-        ],
+        "tags": TAGS,
         "components": {
-            "schemas": {
-                "Error": _ERROR,
-                "SyncState": _SYNC_STATE,
-                "Status": _STATUS,
-                "RunBody": run_body,
-            },
+            "schemas": schemas.components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {
-            "/api/batch-sync/start": {
-                "post": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Start a sync in the background",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [_NAME, batch_parameter],
-                    "requestBody": {
-                        "required": False,
-                        "content": {"application/json": {"schema": run_ref}},
-                    },
-                    "responses": {
-                        "202": _json(
-                            {
-                                "type": "object",
-                                "required": [
-                                    "status",
-                                    "message",
-                                    "batch_size",
-                                    "sync_name",
-                                    "run_id",
-                                ],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["started", "queued"]},
-                                    "message": {"type": "string"},
-                                    "batch_size": {"type": "integer"},
-                                    "sync_name": {"type": "string"},
-                                    "run_id": {"type": "string"},
-                                    "queue_position": {"type": "integer"},
-                                },
-                            },
-                            "Started, or queued until a slot is free (a run already queued"
-                            " for the sync is the one answered, and takes this batch_size);"
-                            " returns at once",
-                        ),
-                        **_errors(400, 401, 404, 409, 413, 500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/start-sync": {
-                "post": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Run a sync to the end and answer when it is done",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [_NAME, batch_parameter],
-                    "requestBody": {
-                        "required": False,
-                        "content": {"application/json": {"schema": run_ref}},
-                    },
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": [
-                                    "status",
-                                    "message",
-                                    "total_synced",
-                                    "batch_size",
-                                    "sync_name",
-                                    "run_id",
-                                    "rows_this_run",
-                                ],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["complete"]},
-                                    "message": {"type": "string"},
-                                    "total_synced": {"type": "integer"},
-                                    "rows_this_run": {"type": "integer"},
-                                    "batch_size": {"type": "integer"},
-                                    "sync_name": {"type": "string"},
-                                    "run_id": {"type": "string"},
-                                },
-                            },
-                            "The run completed",
-                        ),
-                        "502": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "error"],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["failed"]},
-                                    "message": {"type": "string"},
-                                    "error": {"type": ["string", "null"]},
-                                    "batch_size": {"type": "integer"},
-                                    "sync_name": {"type": "string"},
-                                    "run_id": {"type": "string"},
-                                },
-                            },
-                            "The run failed",
-                        ),
-                        **_errors(400, 401, 404, 409, 413, 500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/status": {
-                "get": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Where a sync stands",
-                    "parameters": [_NAME],
-                    "responses": {
-                        "200": _json({"$ref": "#/components/schemas/Status"}, "The sync's state"),
-                        **_errors(400, 404, 500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/reset": {
-                "post": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Start a sync over; the target table's rows are kept",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [_NAME],
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "message", "sync_name"],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["success"]},
-                                    "message": {"type": "string"},
-                                    "sync_name": {"type": "string"},
-                                },
-                            },
-                            "Reset",
-                        ),
-                        **_errors(400, 401, 404, 409, 413, 500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/count": {
-                "get": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Rows in the sync's target table",
-                    "parameters": [_NAME],
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "count", "table"],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["success"]},
-                                    "count": {"type": "integer"},
-                                    "table": {"type": "string"},
-                                    "sync_name": {"type": "string"},
-                                },
-                            },
-                            "The count",
-                        ),
-                        **_errors(400, 404, 500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/health": {
-                "get": {
-                    "tags": ["Batch Sync"],
-                    "summary": "The module's health and its endpoints",
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "module", "endpoints"],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["healthy"]},
-                                    "module": {"type": "string"},
-                                    "endpoints": {"type": "array", "items": {"type": "string"}},
-                                },
-                            },
-                            "Healthy",
-                        )
-                    },
-                }
-            },
-            "/api/batch-sync/syncs": {
-                "get": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Every configured sync with its state and schedule",
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "syncs", "runs", "pools"],
-                                "properties": {
-                                    "status": {"type": "string"},
-                                    "syncs": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/SyncState"},
-                                    },
-                                    "runs": _RUN_COUNTS,
-                                    "pools": {"type": "array", "items": _POOL_USE},
-                                },
-                            },
-                            "All syncs",
-                        ),
-                        **_errors(500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/runs": {
-                "get": {
-                    "tags": ["Batch Sync"],
-                    "summary": "Recent runs of a sync, newest first",
-                    "parameters": [_NAME, _LIMIT],
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "sync_name", "runs"],
-                                "properties": {
-                                    "status": {"type": "string"},
-                                    "sync_name": {"type": "string"},
-                                    "runs": {"type": "array", "items": {"type": "object"}},
-                                },
-                            },
-                            "Runs",
-                        ),
-                        **_errors(400, 404, 500, 503),
-                    },
-                }
-            },
-            "/api/batch-sync/events": {
-                "get": {
-                    "tags": ["Status page"],
-                    "summary": "Server-Sent Events about runs, until syncd stops",
-                    "description": "An event named run_queued, run_started, batch_committed or"
-                    " run_finished for each run change and batch commit, its data a JSON object"
-                    " with at least type, sync_name and run_id; run_queued adds position,"
-                    " batch_committed adds rows,"
-                    " run_rows_read, rows_per_second and source_rows_estimate, run_finished"
-                    " adds status and error."
-                    " A comment line keeps an idle stream open every 15 s."
-                    " Events are sent at most ten times a second, several at a time;"
-                    " a reader that takes nothing for 10 s loses its stream.",
-                    "responses": {
-                        "200": {
-                            "description": "An event stream that ends only when syncd stops",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        "503": _json(
-                            {"$ref": "#/components/schemas/Error"},
-                            "As many streams are open as syncd serves (100)",
-                        ),
-                    },
-                }
-            },
-            "/api/batch-sync/page-config": {
-                "get": {
-                    "tags": ["Status page"],
-                    "summary": "Whether POSTs need a bearer token, and the largest batch size",
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "token_required", "max_batch_size"],
-                                "properties": {
-                                    "status": {"type": "string", "enum": ["success"]},
-                                    "token_required": {"type": "boolean"},
-                                    "max_batch_size": {"type": "integer"},
-                                },
-                            },
-                            "What the page needs to know",
-                        )
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "tags": ["Operations"],
-                    "summary": "Liveness: answers while the event loop runs",
-                    "responses": {"200": _json({"type": "object"}, "Alive")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "tags": ["Operations"],
-                    "summary": "Readiness: the target answers and the scheduler runs",
-                    "responses": {
-                        "200": _json({"type": "object"}, "Ready"),
-                        "503": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "reasons"],
-                                "properties": {
-                                    "status": {"type": "string"},
-                                    "reasons": {"type": "array", "items": {"type": "string"}},
-                                },
-                            },
-                            "Not ready, with the reasons",
-                        ),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "tags": ["Operations"],
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
+        "paths": paths,
+    }
+
+
+@dataclass
+class _Schemas:
+    """Every model's JSON Schema from one generation, so that each is a component once."""
+
+    operations: Iterable[Operation]
+    components: dict[str, Any] = field(init=False)
+    _top: dict[tuple[object, JsonSchemaMode], dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        wanted: dict[tuple[object, JsonSchemaMode], TypeAdapter[Any]] = {}
+        for operation in self.operations:
+            for model in (operation.query, operation.body):
+                if model is not None:
+                    wanted[model, "validation"] = TypeAdapter(model)
+            for answer in operation.answers.values():
+                if not isinstance(answer.model, str):
+                    wanted[answer.model, "serialization"] = TypeAdapter(cast(Any, answer.model))
+        for always in (p.Error, p.BusyError, *EVENT_MODELS):
+            wanted[always, "serialization"] = TypeAdapter(cast(Any, always))
+        top, definitions = TypeAdapter.json_schemas(
+            [(key, key[1], adapter) for key, adapter in wanted.items()], ref_template=REF
+        )
+        self._top = {key: schema for (key, _), schema in top.items()}
+        self.components = definitions.get("$defs", {})
+        # Query models are parameters, one per field, not schemas of their own.
+        for operation in self.operations:
+            if operation.query is not None:
+                self.components.pop(operation.query.__name__, None)
+
+    def of(self, model: object, mode: JsonSchemaMode = "serialization") -> dict[str, Any]:
+        return self._top[model, mode]
+
+    def parameters(self, query: type[p.Request]) -> list[dict[str, Any]]:
+        schema = query.model_json_schema(ref_template=REF)
+        return [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                **({"description": s.pop("description")} if "description" in s else {}),
+                "schema": s,
+            }
+            for name, s in schema["properties"].items()
+        ]
+
+
+def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
+    described: dict[str, Any] = {"tags": [operation.tag], "summary": operation.summary}
+    if operation.description is not None:
+        described["description"] = operation.description
+    if operation.secured:
+        described["security"] = [{"bearer": []}, {}]
+    if operation.query is not None:
+        described["parameters"] = schemas.parameters(operation.query)
+    if operation.body is not None:
+        described["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": schemas.of(operation.body, "validation")}},
+        }
+    responses = {str(code): _answer(answer, schemas) for code, answer in operation.answers.items()}
+    for code in operation.errors:
+        error = p.BusyError if code == 409 else p.Error
+        responses[str(code)] = _answer(Answer(ERRORS[code], error), schemas)
+    described["responses"] = dict(sorted(responses.items()))
+    return described
+
+
+def _answer(answer: Answer, schemas: _Schemas) -> dict[str, Any]:
+    if answer.model == EVENT_STREAM:
+        content = {EVENT_STREAM: {"schema": event_schema()}}
+    elif isinstance(answer.model, str):
+        content = {answer.model: {"schema": {"type": "string"}}}
+    else:
+        content = {"application/json": {"schema": schemas.of(answer.model)}}
+    return {"description": answer.description, "content": content}
+
+
+def event_schema() -> dict[str, Any]:
+    """One parsed event of the stream, ``{event, data}``, as a client that reads the
+    document under OpenAPI 3.1 checks it: the name one of the events', the data a JSON
+    text of that event's model."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": [event_name(model) for model in EVENT_MODELS]},
+            "data": {"type": "string", "contentMediaType": "application/json"},
         },
+        "oneOf": [
+            {
+                "properties": {
+                    "event": {"const": event_name(model)},
+                    "data": {
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": REF.format(model=model.__name__)},
+                    },
+                }
+            }
+            for model in EVENT_MODELS
+        ],
     }

@@ -227,7 +227,7 @@ class Runner:
             position = self.queue_position(live.sync_name)
             log.info("run_queued", sync_name=live.sync_name, run_id=live.run_id,
                      trigger=live.trigger, position=position, **self.counts())  # fmt: skip
-            self._publish({"type": "run_queued", "sync_name": live.sync_name,
+            self.publish({"type": "run_queued", "sync_name": live.sync_name,
                            "run_id": live.run_id, "position": position})  # fmt: skip
 
     def _admit(self) -> None:
@@ -310,7 +310,7 @@ class Runner:
             connections=self._connections,
         )
         self._metrics.run_started(name)
-        self._publish({"type": "run_started", "sync_name": name, "run_id": live.run_id})
+        self.publish({"type": "run_started", "sync_name": name, "run_id": live.run_id})
         result = RunResult(run_id=request.run_id, sync_name=name)
         try:
             result = await engine.run(request)
@@ -339,7 +339,7 @@ class Runner:
                 f"{result.sync_name}: {result.status}, {result.rows_read} rows read,"
                 f" {result.rows_written} written"
             )
-            self._publish(
+            self.publish(
                 {"type": "run_finished", "sync_name": result.sync_name, "run_id": result.run_id,
                  "status": result.status, "error": result.error}
             )  # fmt: skip
@@ -406,7 +406,7 @@ class Runner:
         finally:
             self._subscribers.discard(queue)
 
-    def _publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: dict[str, Any]) -> None:
         # A batch's event says how far its run has come; a page's bar also needs the estimate
         # that this is measured against, which the run learnt after its run_started went out.
         # Subscribers may take the event when the run is over: the estimate is added now.
@@ -427,7 +427,7 @@ class Runner:
         live.rows_per_second = report.run_rows_per_s
         live.position = list(report.position) if report.position is not None else None
         self._metrics.batch_committed(report)
-        self._publish(
+        self.publish(
             {"type": "batch_committed", "sync_name": live.sync_name, "run_id": live.run_id,
              "rows": report.rows, "run_rows_read": report.run_rows_read,
              "rows_per_second": round(report.run_rows_per_s, 1)}

@@ -80,6 +80,19 @@ class RunRecord:
     error: str | None
 
 
+@dataclass(frozen=True)
+class SchemaChange:
+    """One change of a source column, as the run that noticed it recorded it."""
+
+    at: datetime
+    run_id: str | None
+    column_name: str
+    change: str
+    old_type: str | None
+    new_type: str | None
+    action: str
+
+
 class StateStore:
     """Reads and writes syncd's tables in ``schema``; every method takes the connection to use."""
 
@@ -412,6 +425,17 @@ class StateStore:
             limit,
         )
         return [RunRecord(**dict(row)) for row in rows]
+
+    async def schema_changes(self, conn: Conn, sync_name: str, limit: int) -> list[SchemaChange]:
+        """The sync's latest changes of source columns, newest first."""
+        rows = await conn.fetch(
+            f"SELECT at, run_id, column_name, change, old_type, new_type, action"
+            f" FROM {quote_ident(self.schema)}.schema_changes"
+            " WHERE sync_name = $1 ORDER BY at DESC, id DESC LIMIT $2",
+            sync_name,
+            limit,
+        )
+        return [SchemaChange(**dict(row)) for row in rows]
 
 
 def _position_from_json(value: Any) -> Position | None:

@@ -169,6 +169,9 @@ class FreshnessWatch:
             log.warning("sync_stale", **fields, last_success_at=_iso(now))
         else:
             log.info("sync_fresh", **fields)
+        self._runner.publish({"type": "freshness", "sync_name": name, "stale": now.stale,
+                              "lag_seconds": now.lag_seconds, "max_lag_seconds": max_lag_s,
+                              "last_success_at": now.last_success_at})  # fmt: skip
 
 
 def _iso(seen: Freshness) -> str | None:

@@ -12,8 +12,17 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
+from aiohttp.test_utils import TestClient, TestServer
 
+from syncd.api import Services, create_app
 from syncd.config import Config, load_config
+from syncd.metrics import Metrics
+from syncd.notify import Notifier
+from syncd.pools import Backoff, Connections
+from syncd.runner import Runner
+from syncd.scheduler import Schedules
+from syncd.state import StateStore
+from tests.contract import MIDDLEWARES
 
 SERVER = os.environ.get("SYNCD_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
 
@@ -102,3 +111,40 @@ def make_config(db: str, tmp_path: Path) -> Iterator[ConfigFactory]:
         return load_config(path), path
 
     yield make
+
+
+@pytest.fixture
+async def api(make_config: ConfigFactory) -> AsyncIterator[Callable[..., Any]]:
+    """Start the API for a config made from sync specs, its scheduler running; the test gets
+    a client, whose every answer is checked against the OpenAPI document."""
+    opened: list[tuple[TestClient[Any, Any], Services]] = []
+
+    async def start(syncs: dict[str, dict[str, Any]], **top: Any) -> TestClient[Any, Any]:
+        config, _ = make_config(syncs, **top)
+        metrics = Metrics()
+        connections = Connections(config, Backoff())
+        metrics.track_pools(connections.use)
+        runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
+        schedules = Schedules(runner)
+        services = Services(
+            runner, schedules, StateStore("syncd"), metrics, connections=connections
+        )
+        services.pool = connections.target
+        async with services.pool.connection() as conn:
+            await services.store.migrate(conn)
+        schedules.apply(config)
+        schedules.start()
+        client: TestClient[Any, Any] = TestClient(
+            TestServer(create_app(services)), middlewares=MIDDLEWARES
+        )
+        await client.start_server()
+        opened.append((client, services))
+        return client
+
+    yield start
+    for client, services in opened:
+        await services.runner.drain(5)
+        services.schedules.shutdown()
+        await client.close()
+        assert services.connections is not None
+        await services.connections.__aexit__(None, None, None)

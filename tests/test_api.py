@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
@@ -21,13 +24,22 @@ from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
-from syncd.pools import Backoff, Connections
+from syncd.openapi import openapi_document
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
 from syncd.status import RowCounts
 from tests.conftest import dsn_for
-from tests.helpers import create_items, fingerprint, unreachable_config, wait_for_value
+from tests.contract import MIDDLEWARES, Recording, check_event
+from tests.daemon import Daemon
+from tests.helpers import (
+    EVENTS_SYNC,
+    create_items,
+    fingerprint,
+    unreachable_config,
+    wait_for_value,
+    write_events,
+)
 
 ITEMS = {
     "table": "src.items",
@@ -36,40 +48,6 @@ ITEMS = {
     "target_table": "public.items",
 }
 PREFIX = "/api/batch-sync"
-
-
-@pytest.fixture
-async def api(make_config) -> AsyncIterator[Callable[..., Any]]:
-    """Start the API for a config made from sync specs; the test gets a client."""
-    opened: list[tuple[TestClient[Any, Any], Services]] = []
-
-    async def start(syncs: dict[str, dict[str, Any]], **top: Any) -> TestClient[Any, Any]:
-        config, _ = make_config(syncs, **top)
-        metrics = Metrics()
-        connections = Connections(config, Backoff())
-        metrics.track_pools(connections.use)
-        runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
-        schedules = Schedules(runner)
-        services = Services(
-            runner, schedules, StateStore("syncd"), metrics, connections=connections
-        )
-        services.pool = connections.target
-        async with services.pool.connection() as conn:
-            await services.store.migrate(conn)
-        schedules.apply(config)
-        schedules.start()
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(services)))
-        await client.start_server()
-        opened.append((client, services))
-        return client
-
-    yield start
-    for client, services in opened:
-        await services.runner.drain(5)
-        services.schedules.shutdown()
-        await client.close()
-        assert services.connections is not None
-        await services.connections.__aexit__(None, None, None)
 
 
 async def body(response: ClientResponse, status: int) -> dict[str, Any]:
@@ -215,7 +193,13 @@ async def test_start_sync_of_a_failing_sync_is_502(conn: asyncpg.Connection, api
         ),
         ("post", "start-sync?batch_size=100001&sync_name=a", {}, 400, "between 1 and 100000"),
         ("post", "start", {"json": {"sync_name": 5}}, 400, "sync_name must be a string"),
-        ("post", "start", {"json": {"sync_name": "a", "drop": 1}}, 400, "unknown field(s) drop"),
+        (
+            "post",
+            "start",
+            {"json": {"sync_name": "a", "drop": 1}},
+            400,
+            "unknown field drop: expected batch_size, sync_name",
+        ),
         ("post", "start", {"data": b"x" * 70_000}, 413, "request body too large"),
         # Found by the chaos suite: json.loads raised RecursionError, a 500.
         ("post", "start", {"data": b"[" * 40_000}, 400, "nested too deeply"),
@@ -344,7 +328,7 @@ async def test_readyz_is_503_with_reasons_until_the_target_answers() -> None:
     metrics = Metrics()
     runner = Runner(config, metrics=metrics, notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), metrics)
-    async with TestClient(TestServer(create_app(services))) as client:
+    async with TestClient(TestServer(create_app(services)), middlewares=MIDDLEWARES) as client:
         answer = await body(await client.get("/readyz"), 503)
         assert answer["reasons"] == [
             "the target database has not answered yet",
@@ -537,7 +521,7 @@ async def test_a_finished_run_is_counted_at_once(conn: asyncpg.Connection, api) 
 async def test_docs_serve_the_files_their_page_loads_and_nothing_else() -> None:
     runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
-    async with TestClient(TestServer(create_app(services))) as client:
+    async with TestClient(TestServer(create_app(services)), middlewares=MIDDLEWARES) as client:
         page = await (await client.get("/docs")).text()
         loaded = re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', page)
         assert loaded
@@ -614,3 +598,104 @@ async def test_a_start_that_must_wait_is_202_queued_and_409_only_while_running(
     finished = await body(await waiting, 200)
     assert (finished["run_id"], finished["rows_this_run"]) == (queued["run_id"], 30)
     assert await conn.fetchval("SELECT batches FROM syncd.runs WHERE sync_name = 'b'") == 5
+
+
+def test_the_readme_s_api_section_is_the_document_s() -> None:
+    """The README's endpoint table names every documented operation and no other, and its
+    event stream row every published event."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### HTTP API", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    listed = {
+        (method.lower(), path)
+        for row in rows
+        for method, path in re.findall(r"`(GET|POST) (/[^`?\s]*)", row.split(" | ")[0])
+    }
+    document = openapi_document()
+    documented = {(m, path) for path, item in document["paths"].items() for m in item}
+    served_beside = {("get", "/openapi.json"), ("get", "/docs"), ("get", "/")}
+    assert listed - served_beside == documented
+    (events_row,) = [row for row in rows if row.startswith(f"| `GET {PREFIX}/events`")]
+    stream = document["paths"][f"{PREFIX}/events"]["get"]["responses"]["200"]["content"]
+    published = stream["text/event-stream"]["schema"]["properties"]["event"]["enum"]
+    assert published and set(re.findall(r"`([a-z_]+)`", events_row)) >= set(published)
+
+
+async def test_a_stale_sync_shows_in_status_health_and_the_stream_and_changes_in_status(
+    conn: asyncpg.Connection, make_config, tmp_path: Path
+) -> None:
+    await write_events(conn, range(1, 11))
+    _, path = make_config(
+        {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
+    )
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    try:
+        await daemon.wait_ready()
+        async with (
+            aiohttp.ClientSession(daemon.url, middlewares=MIDDLEWARES) as session,
+            session.get(f"{PREFIX}/events") as stream,
+        ):
+            recording = Recording(stream)
+
+            async def freshness() -> dict[str, Any] | None:
+                answer = await body(await session.get(f"{PREFIX}/status"), 200)
+                return answer["freshness"]  # type: ignore[no-any-return]
+
+            async def until_stale(stale: bool) -> dict[str, Any]:
+                """The freshness once the sync is (not) stale, by a lag that is known."""
+                for _ in range(300):
+                    seen = await freshness()
+                    if seen is not None and (seen["stale"], seen["lag_seconds"] is None) == (
+                        stale,
+                        False,
+                    ):
+                        return seen
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"freshness stayed at {seen}")
+
+            await body(await session.post(f"{PREFIX}/start-sync"), 200)
+            fresh = await until_stale(False)
+            assert (fresh["lag_seconds"], fresh["synced_to"]) == (0.0, "2026-01-01 00:01:40+00")
+            assert fresh["source_newest"] == fresh["synced_to"] and fresh["last_success_at"]
+            assert await body(await session.get(f"{PREFIX}/health"), 200) | {"endpoints": 0} == {
+                "status": "healthy", "module": "syncd", "endpoints": 0, "reasons": []
+            }  # fmt: skip
+
+            await write_events(conn, range(11, 16))  # 50 s of rows, above max_lag 30s
+            stale = await until_stale(True)
+            assert (stale["lag_seconds"], stale["source_newest"]) == (
+                50.0,
+                "2026-01-01 00:02:30+00",
+            )
+            health = await body(await session.get(f"{PREFIX}/health"), 200)
+            assert (health["status"], health["reasons"]) == (
+                "degraded", ["sync 'events' is stale: 50s behind its source, above max_lag 30s"]
+            )  # fmt: skip
+            assert await body(await session.get("/healthz"), 200) == {"status": "ok"}
+            await recording.until(lambda: recording.named("freshness", "events"))
+
+            await conn.execute("ALTER TABLE src.events ADD COLUMN note text DEFAULT 'n'")
+            await body(await session.post(f"{PREFIX}/start-sync"), 200)
+            await until_stale(False)
+            await recording.until(lambda: len(recording.named("freshness", "events")) == 2)
+            assert await body(await session.get(f"{PREFIX}/health"), 200) | {"endpoints": 0} == {
+                "status": "healthy", "module": "syncd", "endpoints": 0, "reasons": []
+            }  # fmt: skip
+            status = await body(await session.get(f"{PREFIX}/status"), 200)
+            recording.stop()
+    finally:
+        assert await daemon.stop() == 0
+
+    told = [
+        (e["stale"], e["lag_seconds"], e["max_lag_seconds"])
+        for e in recording.named("freshness", "events")
+    ]
+    assert told == [(True, 50.0, 30.0), (False, 0.0, 30.0)]
+    for name, data in recording.raw:
+        check_event(name, data)
+    (change,) = status["schema_changes"]
+    assert {k: change[k] for k in ("column", "change", "old_type", "new_type", "action")} == {
+        "column": "note", "change": "added", "old_type": None, "new_type": "text", "action": ANY
+    }  # fmt: skip
+    assert change["run_id"] and change["at"]

@@ -9,21 +9,23 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from syncd import api
+from syncd import api as api_module
 from syncd.api import Services, create_app
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
+from tests.contract import Broken, Recording, check_event
 from tests.daemon import Daemon
-from tests.helpers import create_items, unreachable_config
+from tests.helpers import create_items, unreachable_config, wait_for_value
 
 EVENTS = "/api/batch-sync/events"
 ITEMS = {
@@ -42,7 +44,7 @@ def parse(block: bytes) -> tuple[str, dict[str, Any]]:
 
 
 async def test_an_idle_stream_is_kept_alive_and_ends_when_the_server_stops(monkeypatch) -> None:
-    monkeypatch.setattr(api, "KEEP_ALIVE_S", 0.05)
+    monkeypatch.setattr(api_module, "KEEP_ALIVE_S", 0.05)
     runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
     server = TestServer(create_app(services))
@@ -183,8 +185,8 @@ async def test_a_hundred_streams_that_never_read_are_the_most_and_slow_nothing(
 async def test_a_stream_whose_reader_takes_nothing_is_ended_and_its_place_freed(
     monkeypatch,
 ) -> None:
-    monkeypatch.setattr(api, "SEND_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(api, "MAX_EVENT_STREAMS", 1)
+    monkeypatch.setattr(api_module, "SEND_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(api_module, "MAX_EVENT_STREAMS", 1)
     runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
     server = TestServer(create_app(services))
@@ -195,7 +197,7 @@ async def test_a_stream_whose_reader_takes_nothing_is_ended_and_its_place_freed(
         # daemon's writes to the stalled stream soon wait, and then give up on it.
         event = {"type": "run_finished", "sync_name": "x", "run_id": "r", "error": "e" * 10**6}
         for _ in range(200):
-            runner._publish(event)
+            runner.publish(event)
             await asyncio.sleep(0.05)
             answer = await client.get(EVENTS)
             answer.close()
@@ -203,3 +205,77 @@ async def test_a_stream_whose_reader_takes_nothing_is_ended_and_its_place_freed(
                 break
         assert answer.status == 200
         stalled.close()
+
+
+GATE = """
+CREATE FUNCTION src.gate() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN PERFORM pg_advisory_xact_lock_shared(7); RETURN true; END $$;
+"""
+
+
+async def test_every_event_of_a_recorded_stream_fits_the_published_schema(
+    conn: asyncpg.Connection, db: str, api, monkeypatch
+) -> None:
+    """A stream through a successful run, a failed one (its source table dropped mid-run),
+    a reset, a start through the API, scheduled runs and keep-alives."""
+    monkeypatch.setattr(api_module, "KEEP_ALIVE_S", 0.2)
+    await create_items(conn, 40)
+    await conn.execute(GATE)
+    await conn.execute("CREATE TABLE src.doomed AS SELECT * FROM src.items")
+    await conn.execute("ALTER TABLE src.doomed ADD PRIMARY KEY (id)")
+    doomed = ITEMS | {"table": None, "target_table": "public.doomed", "batch_size": 5,
+                      "query": "SELECT * FROM src.doomed WHERE src.gate()"}  # fmt: skip
+    ticking = ITEMS | {"target_table": "public.ticking", "schedule": {"every": "1s"}}
+    client = await api({"items": ITEMS, "doomed": doomed, "ticking": ticking})
+    async with client.session.get(client.make_url(EVENTS)) as stream:
+        recording = Recording(stream)
+        try:
+            succeeded = await client.post("/api/batch-sync/start-sync?sync_name=items")
+            assert succeeded.status == 200
+            await recording.until(lambda: recording.finished("items"))
+
+            await conn.execute("SELECT pg_advisory_lock(7)")  # the doomed run's reads wait
+            started = await client.post("/api/batch-sync/start?sync_name=doomed")
+            assert started.status == 202
+            await wait_for_value(conn, "SELECT true FROM pg_locks WHERE objid = 7 AND NOT granted")
+            dropper = await asyncpg.connect(db)
+            dropping = asyncio.ensure_future(dropper.execute("DROP TABLE src.doomed"))
+            await wait_for_value(
+                conn, "SELECT true FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND NOT granted"
+            )
+            await conn.execute("SELECT pg_advisory_unlock(7)")
+            await dropping
+            await dropper.close()
+            await recording.until(lambda: recording.finished("doomed"))
+
+            assert (await client.post("/api/batch-sync/reset?sync_name=items")).status == 200
+            assert (await client.post("/api/batch-sync/start?sync_name=items")).status == 202
+            await recording.until(lambda: len(recording.finished("items")) == 2)
+            await recording.until(lambda: recording.finished("ticking") and recording.keep_alives)
+        finally:
+            recording.stop()
+
+    for name, data in recording.raw:
+        check_event(name, data)
+    names = [name for name, _ in recording.events]
+    assert {"run_started", "batch_committed", "run_finished", "sync_reset"} <= set(names)
+    (failed,) = recording.finished("doomed")
+    assert failed["status"] == "failed" and "doomed" in failed["error"], failed
+    batches = [
+        d for n, d in recording.events if n == "batch_committed" and d["sync_name"] == "doomed"
+    ]
+    assert len(batches) == 1  # it failed mid-run, after its first batch
+    assert [d["status"] for d in recording.finished("items")] == ["succeeded", "succeeded"]
+    assert ("sync_reset", {"type": "sync_reset", "sync_name": "items", "runs": ANY}) in [
+        (n, d | {"runs": ANY}) for n, d in recording.events
+    ]
+    assert recording.finished("ticking")[0]["status"] == "succeeded"
+    assert recording.keep_alives >= 1
+
+
+async def test_an_event_that_breaks_the_document_is_caught() -> None:
+    """The checker itself: an event the document does not allow is refused."""
+    with pytest.raises(Broken):
+        check_event("run_started", json.dumps({"type": "run_started", "sync_name": "x"}))
+    with pytest.raises(Broken):
+        check_event("run_begun", json.dumps({"type": "run_begun", "sync_name": "x"}))

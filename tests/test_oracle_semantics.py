@@ -732,3 +732,27 @@ async def test_an_oracle_table_that_grows_a_column_and_a_number_is_followed(
     assert (types["qty"], types["region"]) == ("integer", "text")
     rows = await conn.fetch("SELECT id, qty, region FROM public.growing ORDER BY id")
     assert all(r["region"] == "EMEA" for r in rows) and rows[-1]["qty"] == 70000
+
+
+async def test_rows_with_a_null_cursor_are_read_by_key_under_null_cursor_include(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    await create_items(
+        oracle,
+        100,
+        "CASE WHEN n % 4 = 0 THEN NULL ELSE timestamp '2025-01-01' + n * interval '1s' END",
+    )
+    config = configure(make_config, items=ITEMS_BY_TIME | {"batch_size": 7})
+
+    result = await run_sync(config, "items")
+
+    assert (result.status, result.rows_written) == ("succeeded", 100)
+    assert await fingerprint(conn, "public.items") == await fingerprint(
+        conn, '"CRM"."ITEMS"', key='"ID"'
+    )
+    nulls = [s.sql for s in oracle.statements if '"UPDATED_AT" IS NULL' in s.sql]
+    assert nulls[0] == 'SELECT COUNT(*) FROM "CRM"."ITEMS" WHERE "UPDATED_AT" IS NULL'
+    assert any("ORDER BY" in sql for sql in nulls[1:])
+    assert await conn.fetchval("SELECT position FROM syncd.sync_state") == (
+        '["2025-01-01 00:01:39.000000", "99"]'
+    )

@@ -65,6 +65,18 @@ class Window:
     """The snapshot a resumed pass must keep reading at (an Oracle SCN), if it had one."""
     by_key: bool = False
     """In key order alone, the cursor aside, as a backfill reads the whole table."""
+    null_cursor: bool = False
+    """Only the rows whose cursor is NULL, in key order, which no other window holds."""
+
+    def beyond(self, position: Position) -> Window:
+        """The rest of this window after ``position``, where a batch ended."""
+        return Window(
+            after=position,
+            until=self.until,
+            snapshot=self.snapshot,
+            by_key=self.by_key,
+            null_cursor=self.null_cursor,
+        )
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,10 @@ class Source(Protocol):
 
     async def estimate_rows(self, window: Window) -> int | None:
         """A cheap guess at how many rows ``window`` holds, for progress and ETA."""
+        ...
+
+    async def null_cursors(self) -> int:
+        """How many rows have a NULL cursor; 0 for a sync without a cursor."""
         ...
 
     async def newest_cursor(self) -> str | None:

@@ -393,6 +393,8 @@ class Bounds:
     """cursor < :before, the database clock less the lag"""
     scn: bool = False
     """AS OF SCN :scn"""
+    null_cursor: bool = False
+    """cursor IS NULL: the rows no cursor order holds, read by key"""
 
 
 def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
@@ -402,15 +404,17 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     cursor = relation.cursor or order[0]
     conditions = []
     if bounds.after:
-        conditions.append(_beyond(relation, "after", ">=", ">", ">"))
+        conditions.append(beyond(relation, "after", ">=", ">", ">"))
     if bounds.since:
         conditions.append(f"{cursor} >= {relation.bind('since', 0)}")
     if bounds.until:
-        conditions.append(_beyond(relation, "until", "<=", "<", "<="))
+        conditions.append(beyond(relation, "until", "<=", "<", "<="))
     if bounds.before:
         conditions.append(f"{cursor} < {relation.bind('before', 0)}")
     bounded = bounds.since or bounds.before or (bounds.after and order[0] == relation.cursor)
-    if relation.cursor is not None and not bounded:
+    if relation.cursor is not None and bounds.null_cursor:
+        conditions.insert(0, f"{relation.cursor} IS NULL")
+    elif relation.cursor is not None and not bounded:
         # A NULL cursor has no place in the order; sqlglot spells IS NOT NULL this way.
         conditions.insert(0, f"NOT {relation.cursor} IS NULL")
     sql = f"SELECT {', '.join(relation.select)} FROM {relation.table}"
@@ -423,7 +427,7 @@ def batch_sql(relation: Relation, bounds: Bounds, limit: int | None) -> str:
     return sql if limit is None else sql + f" FETCH FIRST {int(limit)} ROWS ONLY"
 
 
-def _beyond(relation: Relation, name: str, loose: str, strict: str, last: str) -> str:
+def beyond(relation: Relation, name: str, loose: str, strict: str, last: str) -> str:
     """A row comparison written out column by column, each leading column first as a
     plain range (``loose``), so that Oracle can start an index range scan there."""
     order = relation.order
@@ -464,6 +468,11 @@ CLOCK_SQL = "SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"
 WALL_CLOCK_SQL = "SELECT CAST(SYSTIMESTAMP AS TIMESTAMP) FROM DUAL"
 """The server's wall clock, in its operating system's zone: what SYSDATE gives."""
 SCN_SQL = "SELECT CURRENT_SCN FROM V$DATABASE"
+
+
+def null_cursors_sql(relation: Relation) -> str:
+    """How many rows have a NULL cursor, which an index on the cursor answers."""
+    return f"SELECT COUNT(*) FROM {relation.table} WHERE {relation.cursor} IS NULL"
 
 
 def newest_sql(relation: Relation) -> str:
@@ -520,6 +529,14 @@ class OracleSource:
         self._table = TableName.parse(sync.table or "")
         self._names = {"owner": self._table.schema, "table_name": self._table.name}
         self._described: _Described | None = None
+
+    async def null_cursors(self) -> int:
+        described = await self._ensure_described()
+        relation = described.keysets[False].relation
+        if relation.cursor is None:
+            return 0
+        rows = await self._query(null_cursors_sql(relation), reading=str(self._table))
+        return _int(rows[0][0]) or 0
 
     async def newest_cursor(self) -> str | None:
         described = await self._ensure_described()
@@ -717,7 +734,10 @@ class OracleSource:
             scn = window.snapshot or await self._current_scn()
             fixed["scn"] = (int(scn), oracledb.DB_TYPE_NUMBER)
         bounds = Bounds(
-            until=window.until is not None, before="before" in fixed, scn=scn is not None
+            until=window.until is not None,
+            before="before" in fixed,
+            scn=scn is not None,
+            null_cursor=window.null_cursor,
         )
         lower: Binds = {}
         if window.cursor_from is not None:

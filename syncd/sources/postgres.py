@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -117,6 +117,15 @@ class PostgresSource:
 
     def abort(self) -> None:
         self._conn.terminate()
+
+    async def null_cursors(self) -> int:
+        cursor = self._sync.cursor
+        if cursor is None:
+            return 0
+        count: int = await self._conn.fetchval(
+            f"SELECT count(*) FROM {self._relation} WHERE {quote_ident(cursor)} IS NULL"
+        )
+        return count
 
     async def newest_cursor(self, where: str | None = None) -> str | None:
         """The newest cursor value, of the rows that satisfy ``where`` if given."""
@@ -342,7 +351,7 @@ class PostgresSource:
                 stream.finish(int(status.split()[-1]))
             if exhausted:
                 return
-            window = replace(window, after=end, cursor_from=None, lookback=None)
+            window = window.beyond(end)
 
     async def _import_snapshot(self, snapshot: str) -> None:
         """Read this transaction at ``snapshot``, exported by a load's planner; it is gone
@@ -365,9 +374,12 @@ class PostgresSource:
         shape = described.shape
         order = self._order_columns(shape, window)
         conditions: list[str] = []
-        if shape.cursor is not None:
+        if shape.cursor is not None and window.null_cursor:
+            conditions.append(f"{quote_ident(shape.cursor)} IS NULL")
+        elif shape.cursor is not None:
             cursor = quote_ident(shape.cursor)
-            # A NULL cursor cannot be ordered against a position; such rows are not read.
+            # A NULL cursor cannot be ordered against a position: such rows have a window
+            # of their own.
             conditions.append(f"{cursor} IS NOT NULL")
             if self._sync.lag is not None:
                 now = "now()"
