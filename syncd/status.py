@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from syncd.chunks import ChunkStore
 from syncd.config import SyncConfig
 from syncd.identifiers import TableName
 from syncd.pg import Conn
@@ -32,9 +31,6 @@ class SyncStatus:
     position: list[str | None] | None
     last_error: str | None
     holder: str | None
-    chunks: dict[str, int] | None = None
-    """The sync's parallel load in progress, or its last one, over every process: chunks,
-    done, running, rows_read, and the instances that committed batches of it."""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -86,7 +82,6 @@ async def collect_status(
     running = await store.is_running(conn, name)
     target = sync.target
     total_in_db = await count(conn, target)
-    load = (await ChunkStore(store.schema).progress(conn, name)).get(name)
     return SyncStatus(
         sync_name=name,
         source=sync.source,
@@ -101,5 +96,4 @@ async def collect_status(
         position=list(state.position) if state.position is not None else None,
         last_error=state.last_error,
         holder=f"pid {state.holder_pid} on {state.holder_host}" if running else None,
-        chunks=None if load is None else asdict(load),
     )
