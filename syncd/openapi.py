@@ -31,10 +31,15 @@ class Answer:
     model: object
     """The JSON payload's model (or a union of models), or the media type of an answer
     that is not JSON."""
+    follow: tuple[str, ...] = ()
+    """Operations (by operationId) that take this answer's sync_name to ask about the same
+    sync: OpenAPI links, which clients and stateful tests follow."""
 
 
 @dataclass(frozen=True)
 class Operation:
+    id: str
+    """Its operationId."""
     method: str
     path: str
     tag: str
@@ -58,6 +63,7 @@ ERRORS = {
     500: "Unexpected failure (no details in the response)",
     503: "The target database is not reachable (the message says why), or syncd stops",
 }
+SYNC_VIEWS = ("status", "runs", "count")
 RUN_ERRORS = (400, 401, 404, 409, 413, 500, 503)
 READ_ERRORS = (400, 404, 500, 503)
 
@@ -70,52 +76,56 @@ EVENTS_DESCRIPTION = (
 )
 
 OPERATIONS = (
-    Operation("post", "/api/batch-sync/start", "Batch Sync", "Start a sync in the background",
+    Operation("start", "post", "/api/batch-sync/start", "Batch Sync",
+              "Start a sync in the background",
               query=p.RunQuery, body=p.RunBody, secured=True, errors=RUN_ERRORS, answers={
                   202: Answer("Started, or queued until a slot is free (a run already queued"
                               " for the sync is the one answered, and takes this batch_size);"
-                              " returns at once", p.Started | p.Queued),
+                              " returns at once", p.Started | p.Queued, follow=SYNC_VIEWS),
               }),
-    Operation("post", "/api/batch-sync/start-sync", "Batch Sync",
+    Operation("startSync", "post", "/api/batch-sync/start-sync", "Batch Sync",
               "Run a sync to the end and answer when it is done",
               query=p.RunQuery, body=p.RunBody, secured=True, errors=RUN_ERRORS, answers={
-                  200: Answer("The run completed", p.Completed),
+                  200: Answer("The run completed", p.Completed, follow=SYNC_VIEWS),
                   502: Answer("The run failed", p.Failed),
               }),
-    Operation("get", "/api/batch-sync/status", "Batch Sync", "Where a sync stands",
+    Operation("status", "get", "/api/batch-sync/status", "Batch Sync", "Where a sync stands",
               query=p.NameQuery, errors=READ_ERRORS,
               answers={200: Answer("The sync's state", p.Status)}),
-    Operation("post", "/api/batch-sync/reset", "Batch Sync",
+    Operation("reset", "post", "/api/batch-sync/reset", "Batch Sync",
               "Start a sync over; the target table's rows are kept",
               query=p.NameQuery, body=p.NameBody, secured=True, errors=RUN_ERRORS,
-              answers={200: Answer("Reset", p.ResetDone)}),
-    Operation("get", "/api/batch-sync/count", "Batch Sync", "Rows in the sync's target table",
+              answers={200: Answer("Reset", p.ResetDone, follow=SYNC_VIEWS)}),
+    Operation("count", "get", "/api/batch-sync/count", "Batch Sync",
+              "Rows in the sync's target table",
               query=p.NameQuery, errors=READ_ERRORS, answers={200: Answer("The count", p.Count)}),
-    Operation("get", "/api/batch-sync/health", "Batch Sync",
+    Operation("health", "get", "/api/batch-sync/health", "Batch Sync",
               "The module's health and its endpoints",
               answers={200: Answer("Healthy", p.Health)}),
-    Operation("get", "/api/batch-sync/syncs", "Batch Sync",
+    Operation("syncs", "get", "/api/batch-sync/syncs", "Batch Sync",
               "Every configured sync with its state and schedule",
               errors=(500, 503), answers={200: Answer("All syncs", p.Syncs)}),
-    Operation("get", "/api/batch-sync/runs", "Batch Sync", "Recent runs of a sync, newest first",
+    Operation("runs", "get", "/api/batch-sync/runs", "Batch Sync",
+              "Recent runs of a sync, newest first",
               query=p.RunsQuery, errors=READ_ERRORS, answers={200: Answer("Runs", p.Runs)}),
-    Operation("get", "/api/batch-sync/events", "Status page",
+    Operation("events", "get", "/api/batch-sync/events", "Status page",
               "Server-Sent Events about runs and syncs, until syncd stops",
               description=EVENTS_DESCRIPTION, answers={
                   200: Answer("An event stream that ends only when syncd stops", EVENT_STREAM),
                   503: Answer("As many streams are open as syncd serves (100)", p.Error),
               }),
-    Operation("get", "/api/batch-sync/page-config", "Status page",
+    Operation("pageConfig", "get", "/api/batch-sync/page-config", "Status page",
               "Whether POSTs need a bearer token, and the largest batch size",
               answers={200: Answer("What the page needs to know", p.PageConfig)}),
-    Operation("get", "/healthz", "Operations", "Liveness: answers while the event loop runs",
+    Operation("healthz", "get", "/healthz", "Operations",
+              "Liveness: answers while the event loop runs",
               answers={200: Answer("Alive", p.Alive)}),
-    Operation("get", "/readyz", "Operations",
+    Operation("readyz", "get", "/readyz", "Operations",
               "Readiness: the target answers and the scheduler runs", answers={
                   200: Answer("Ready", p.Ready),
                   503: Answer("Not ready, with the reasons", p.NotReady),
               }),
-    Operation("get", "/metrics", "Operations", "Prometheus metrics",
+    Operation("metrics", "get", "/metrics", "Operations", "Prometheus metrics",
               answers={200: Answer("Prometheus text format", PROMETHEUS)}),
 )  # fmt: skip
 
@@ -211,7 +221,11 @@ class _Schemas:
 
 
 def _operation(operation: Operation, schemas: _Schemas) -> dict[str, Any]:
-    described: dict[str, Any] = {"tags": [operation.tag], "summary": operation.summary}
+    described: dict[str, Any] = {
+        "operationId": operation.id,
+        "tags": [operation.tag],
+        "summary": operation.summary,
+    }
     if operation.description is not None:
         described["description"] = operation.description
     if operation.secured:
@@ -238,7 +252,16 @@ def _answer(answer: Answer, schemas: _Schemas) -> dict[str, Any]:
         content = {answer.model: {"schema": {"type": "string"}}}
     else:
         content = {"application/json": {"schema": schemas.of(answer.model)}}
-    return {"description": answer.description, "content": content}
+    described = {"description": answer.description, "content": content}
+    if answer.follow:
+        described["links"] = {
+            f"{target}OfTheSync": {
+                "operationId": target,
+                "parameters": {"sync_name": "$response.body#/sync_name"},
+            }
+            for target in answer.follow
+        }
+    return described
 
 
 def event_schema() -> dict[str, Any]:

@@ -6,6 +6,7 @@ Screenshots go to $SYNCD_TEST_ARTEFACTS (default /tmp/syncd-artefacts), outside 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ from playwright.async_api import Browser, Dialog, Locator, Page, async_playwrigh
 from syncd.demo import DEMO_SYNC, create_demo_source
 from syncd.identifiers import TableName
 from tests.daemon import Daemon
-from tests.helpers import create_items, living_demo
+from tests.helpers import EVENTS_SYNC, create_items, living_demo, write_events
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -399,11 +400,11 @@ async def test_the_chart_grows_with_each_run_an_error_names_its_run_and_a_phone_
     assert (await daemon.request("POST", "/api/batch-sync/start-sync?sync_name=items"))[0] == 200
     await expect(bars).to_have_count(2)
     await expect(page.field("items", "chart-caption")).to_contain_text("125 rows read in 2 runs")
-    # Oldest first, each as tall as its rows read: the second run read a quarter of the first.
+    # Oldest first, as tall as the logarithm of its rows read: 25 rows against 100.
     heights = [
         float(h) for h in await bars.evaluate_all("bars => bars.map(b => b.getAttribute('height'))")
     ]
-    assert heights[1] == pytest.approx(heights[0] / 4, rel=0.01), heights
+    assert heights[1] / heights[0] == pytest.approx(math.log(26) / math.log(101), rel=0.01)
 
     failed = daemon.events("run_failed")[0]
     await expect(page.field("broken", "error")).to_contain_text('"src.absent" does not exist')
@@ -444,9 +445,50 @@ async def test_a_new_user_of_the_demo_sees_rows_arriving_and_the_chart_moving(
         )
         first = await bars.count()
         await expect(bars).not_to_have_count(first, timeout=30_000)
+        await expect(page.field(DEMO_SYNC, "lag")).to_have_text(re.compile(r"^\d+(\.\d)? s$"))
+        await expect(page.field(DEMO_SYNC, "freshness")).to_have_text("fresh")
         synced = int((await page.field(DEMO_SYNC, "total-synced").inner_text()).replace(",", ""))
         await expect(page.field(DEMO_SYNC, "total-synced")).not_to_have_text(
             f"{synced:,}", timeout=30_000
         )
         assert page.errors == []
     assert demo.process.returncode == 0, demo.stderr
+
+
+async def test_the_lag_and_its_badge_follow_the_source_s_new_rows(
+    conn: asyncpg.Connection, start_daemon, visit
+) -> None:
+    await write_events(conn, range(1, 11))
+    daemon = await start_daemon({"events": EVENTS_SYNC}, freshness_interval="1s")
+    assert (await daemon.request("POST", "/api/batch-sync/start-sync?sync_name=events"))[0] == 200
+    page = await visit(daemon.url)
+    await expect(page.field("events", "lag")).to_have_text("0.0 s")
+    await expect(page.field("events", "freshness")).to_have_text("fresh")
+
+    # 100 s of source time the target has not reached: above the sync's max_lag of 30 s.
+    await write_events(conn, range(11, 21))
+    await expect(page.field("events", "lag")).to_have_text("1 min 40 s", timeout=15_000)
+    await expect(page.field("events", "freshness")).to_have_text("stale")
+    await expect(page.field("events", "freshness")).to_have_attribute("data-stale", "true")
+
+    assert (await daemon.request("POST", "/api/batch-sync/start-sync?sync_name=events"))[0] == 200
+    await expect(page.field("events", "lag")).to_have_text("0.0 s", timeout=15_000)
+    await expect(page.field("events", "freshness")).to_have_text("fresh")
+    assert page.errors == []
+
+
+async def test_a_change_of_the_source_s_columns_is_shown_with_what_the_sync_did(
+    conn: asyncpg.Connection, start_daemon, visit
+) -> None:
+    await create_items(conn, 10)
+    daemon = await start_daemon({"items": ITEMS})
+    assert (await daemon.request("POST", "/api/batch-sync/start-sync"))[0] == 200
+    page = await visit(daemon.url)
+    await expect(page.field("items", "changes-box")).to_be_hidden()
+
+    await conn.execute("ALTER TABLE src.items ADD COLUMN region text DEFAULT 'EMEA'")
+    assert (await daemon.request("POST", "/api/batch-sync/start-sync"))[0] == 200
+    await expect(page.field("items", "changes").locator("li")).to_have_text(
+        [re.compile(r"^region \(text\) added in the source; added, (just now|\d+ sec\. ago)$")]
+    )
+    assert page.errors == []

@@ -186,6 +186,7 @@ class Card {
     this.field("error-box").hidden = !view.last_error;
     this.field("error").textContent = view.last_error ?? "";
     this.showErrorRun(view.last_error);
+    this.showSchemaChanges(view.schema_changes ?? []);
     this.field("start").disabled = view.running;
     this.field("reset").disabled = view.running;
   }
@@ -241,8 +242,25 @@ class Card {
     where.title = `run ${failed.run_id}`;
   }
 
+  // What the source's columns did lately, and what the sync's policy made of it.
+  showSchemaChanges(changes) {
+    this.field("changes-box").hidden = changes.length === 0;
+    this.field("changes").replaceChildren(...changes.map((change) => {
+      const item = document.createElement("li");
+      const when = document.createElement("time");
+      showTime(when, change.at, "—");
+      const types = change.change === "type_changed"
+        ? `${change.old_type} to ${change.new_type}` : change.new_type ?? change.old_type;
+      item.append(`${change.column} (${types}) ${change.change.replace("_", " ")} in the`
+        + ` source; ${change.action}, `, when);
+      return item;
+    }));
+  }
+
   // Rows read per run, as bars oldest to newest, over the last hour or the newest
   // CHART_RUNS runs, whichever holds more; a failed run is a full-height bar of its colour.
+  // Heights are logarithmic: a first load of millions beside catch-ups of hundreds would
+  // otherwise leave the catch-ups, the runs that say whether the mirror keeps up, flat.
   showChart() {
     const since = Date.now() - HOUR_MS;
     const shown = this.runs
@@ -253,11 +271,11 @@ class Card {
     const width = 300;
     const height = 60;
     const slot = width / Math.max(shown.length, CHART_RUNS);
-    const most = Math.max(1, ...shown.map((run) => run.rows_read));
+    const scale = Math.log1p(Math.max(1, ...shown.map((run) => run.rows_read)));
     chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
     chart.replaceChildren(...shown.map((run, index) => {
       const failed = run.status === "failed";
-      const tall = failed ? height : Math.max(1.5, (run.rows_read / most) * height);
+      const tall = failed ? height : Math.max(1.5, (Math.log1p(run.rows_read) / scale) * height);
       const bar = document.createElementNS(SVG, "rect");
       bar.setAttribute("x", (index * slot + slot * 0.15).toFixed(2));
       bar.setAttribute("width", (slot * 0.7).toFixed(2));
@@ -276,7 +294,7 @@ class Card {
     const caption = `${count(read)} rows read in ${count(inHour.length)} runs in the last hour`
       + (newest ? `; the last run read ${count(rateOf(newest))} rows/s` : "");
     this.field("chart-caption").textContent = caption;
-    chart.setAttribute("aria-label", `Rows read per run. ${caption}`);
+    chart.setAttribute("aria-label", `Rows read per run, on a logarithmic scale. ${caption}`);
   }
 
   showRuns() {
