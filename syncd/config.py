@@ -418,6 +418,10 @@ class ApiConfig(_Model):
     port: int = Field(default=8000, ge=0, le=65535)
     token: SecretStr | None = None
     max_batch_size: int = Field(default=100_000, ge=1, le=1_000_000)
+    start_sync_wait: Duration = timedelta(seconds=30)
+    """How long start-sync holds its request for the run to end: past it, the answer is 202
+    with the run's id and where to follow it, while the run goes on. Proxies and clients
+    cut requests that wait much longer."""
 
 
 class LoggingConfig(_Model):

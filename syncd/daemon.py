@@ -32,6 +32,7 @@ from syncd.redact import scrub
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
+from syncd.verify.service import Verifications
 from syncd.watch import FreshnessWatch
 
 log = structlog.get_logger("syncd.daemon")
@@ -63,10 +64,14 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
     connections = Connections(config, Backoff())
     metrics.track_pools(connections.use)
     runner = Runner(config, metrics=metrics, notifier=notifier, connections=connections)
-    schedules = Schedules(runner)
+    verifications = Verifications(runner, metrics)
+    schedules = Schedules(runner, verifications)
     store = StateStore(config.target.state_schema)
     watch = FreshnessWatch(runner, store, connections, metrics)
-    services = Services(runner, schedules, store, metrics, connections=connections, watch=watch)
+    services = Services(
+        runner, schedules, store, metrics, connections=connections, watch=watch,
+        verifications=verifications,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -81,6 +86,7 @@ async def serve(config: Config, *, reload_from: Path | None) -> int:
                 return 0
             services.pool = connections.target
             stack.push_async_callback(runner.drain, config.grace_period.total_seconds())
+            stack.push_async_callback(verifications.close)
             schedules.apply(config)
             schedules.start()
             stack.callback(schedules.shutdown)

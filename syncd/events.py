@@ -82,8 +82,29 @@ class FreshnessChanged(_Event):
     runs: RunCounts
 
 
+class VerifyFinished(_Event):
+    """A verify started by the daemon ended: its counts, or why it failed."""
+
+    type: Literal["verify"]
+    verify_id: str
+    repair: bool
+    equal: bool | None = Field(description="None when the verify failed.")
+    missing: int | None
+    extra: int | None
+    different: int | None
+    pending: int | None
+    error: str | None
+    runs: RunCounts
+
+
 Event = Annotated[
-    RunQueued | RunStarted | BatchCommitted | RunFinished | SyncReset | FreshnessChanged,
+    RunQueued
+    | RunStarted
+    | BatchCommitted
+    | RunFinished
+    | SyncReset
+    | FreshnessChanged
+    | VerifyFinished,
     Field(discriminator="type"),
 ]
 EVENT: TypeAdapter[Event] = TypeAdapter(Event)
@@ -94,6 +115,7 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     RunFinished,
     SyncReset,
     FreshnessChanged,
+    VerifyFinished,
 )
 
 

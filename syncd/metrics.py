@@ -91,6 +91,18 @@ class Metrics:
             "syncd_load_rows_read", "Rows the chunks of the sync's parallel load have read.",
             labels, registry=self.registry,
         )  # fmt: skip
+        self.verify_rows = Gauge(
+            "syncd_verify_rows",
+            "Rows the sync's last verify found, by kind: missing, extra, different, pending.",
+            [*labels, "kind"],
+            registry=self.registry,
+        )
+        self.verify_success = Gauge(
+            "syncd_verify_last_success_timestamp_seconds",
+            "When a verify of the sync last ended, equal or not (Unix time).",
+            labels,
+            registry=self.registry,
+        )
 
     def track_pools(self, use: Callable[[], list[PoolUse]]) -> None:
         """Report what the pools hold, as they hold it when scraped."""
@@ -134,6 +146,11 @@ class Metrics:
         for gauge in (self.lag, self.stale, self.last_success, self.since_success):
             with contextlib.suppress(KeyError):
                 gauge.remove(sync_name)
+
+    def verify_finished(self, sync_name: str, counts: dict[str, int]) -> None:
+        for kind, rows in counts.items():
+            self.verify_rows.labels(sync_name, kind).set(rows)
+        self.verify_success.labels(sync_name).set(time.time())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

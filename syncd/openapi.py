@@ -70,9 +70,9 @@ READ_ERRORS = (400, 404, 500, 503)
 EVENTS_DESCRIPTION = (
     "Each event's name is its data's `type`, and its data a JSON object of the event's"
     " schema: a run queued, started, a batch committed, a run finished, a sync reset, a sync"
-    " turned stale or fresh. A comment line keeps an idle stream open every 15 s. Events are"
-    " sent at most ten times a second, several at a time; a reader that takes nothing for"
-    " 10 s loses its stream, and one that falls behind misses events."
+    " turned stale or fresh, a verify ended. A comment line keeps an idle stream open every"
+    " 15 s. Events are sent at most ten times a second, several at a time; a reader that"
+    " takes nothing for 10 s loses its stream, and one that falls behind misses events."
 )
 
 OPERATIONS = (
@@ -87,6 +87,9 @@ OPERATIONS = (
               "Run a sync to the end and answer when it is done",
               query=p.RunQuery, body=p.RunBody, secured=True, errors=RUN_ERRORS, answers={
                   200: Answer("The run completed", p.Completed, follow=SYNC_VIEWS),
+                  202: Answer("The run goes on past api.start_sync_wait (30 s): follow it"
+                              " at the URLs given, also in the Location header",
+                              p.StillRunning, follow=SYNC_VIEWS),
                   502: Answer("The run failed", p.Failed),
               }),
     Operation("status", "get", "/api/batch-sync/status", "Batch Sync", "Where a sync stands",
@@ -96,6 +99,12 @@ OPERATIONS = (
               "Start a sync over; the target table's rows are kept",
               query=p.NameQuery, body=p.NameBody, secured=True, errors=RUN_ERRORS,
               answers={200: Answer("Reset", p.ResetDone, follow=SYNC_VIEWS)}),
+    Operation("verify", "post", "/api/batch-sync/verify", "Batch Sync",
+              "Verify that the target equals the source, in the background",
+              body=p.VerifyBody, secured=True, errors=RUN_ERRORS, answers={
+                  202: Answer("Started; its outcome comes as a `verify` event, and in the"
+                              " status' last_verify", p.VerifyStarted, follow=("status",)),
+              }),
     Operation("count", "get", "/api/batch-sync/count", "Batch Sync",
               "Rows in the sync's target table",
               query=p.NameQuery, errors=READ_ERRORS, answers={200: Answer("The count", p.Count)}),

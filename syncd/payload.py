@@ -143,6 +143,13 @@ class NameBody(Request):
     sync_name: SyncName | SkipJsonSchema[None] = None
 
 
+class VerifyBody(Request):
+    sync: SyncName | SkipJsonSchema[None] = None
+    repair: bool = Field(
+        default=False, description="Also copy what differs, and delete as verify.deletes says."
+    )
+
+
 # ---- what an answer holds -------------------------------------------------------------
 
 
@@ -181,10 +188,53 @@ class Completed(RunAnswer):
     rows_this_run: int
 
 
+class StillRunning(RunAnswer):
+    """A start-sync whose run outlasted ``api.start_sync_wait``: it goes on, and this says
+    where to follow it."""
+
+    status: Literal["running"] = "running"
+    message: str
+    status_url: str = Field(description="The sync's status, which names its run_id while it runs.")
+    runs_url: str = Field(description="The sync's recent runs: the run's outcome once it ends.")
+    events_url: str = Field(description="The event stream, which tells run_finished.")
+
+
 class Failed(RunAnswer):
     status: Literal["failed"] = "failed"
     message: str = "Batch sync failed"
     error: str | None
+
+
+class VerifyFound(Payload):
+    count: int = Field(description="Exact, however many keys are listed.")
+    keys: list[list[str | None]] = Field(
+        description="At most 1,000 keys, each the key columns' values as text, in key order."
+    )
+
+
+class VerifyRepaired(Payload):
+    copied: int
+    deleted: int
+    deletes_refused: str | None = Field(description="Why extra rows were not deleted.")
+
+
+class LastVerify(Payload):
+    """The last verify of the sync, from any process, as ``syncd verify --json`` prints it."""
+
+    sync: str
+    equal: bool = Field(description="No row missing, extra or different; pending rows aside.")
+    source_rows: int
+    target_rows: int
+    missing: VerifyFound
+    extra: VerifyFound
+    different: VerifyFound
+    pending: VerifyFound
+    segments_checked: int
+    rows_fetched: int
+    duration_s: float
+    repaired: VerifyRepaired | None = None
+    started_at: datetime
+    finished_at: datetime
 
 
 class Freshness(Payload):
@@ -251,6 +301,16 @@ class SyncState(Payload):
     schema_changes: list[SchemaChange] = Field(
         description="The latest changes of the source's columns, newest first."
     )
+    last_verify: LastVerify | None = Field(
+        default=None, description="null until the sync is first verified, by any process."
+    )
+
+
+class VerifyStarted(Payload):
+    status: Literal["started"] = "started"
+    message: str
+    sync_name: str
+    verify_id: str
 
 
 class Status(SyncState):

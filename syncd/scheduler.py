@@ -24,17 +24,25 @@ from apscheduler.triggers.cron import CronTrigger
 from syncd.config import Config, CronSchedule, SyncConfig
 from syncd.errors import SyncdError
 from syncd.runner import Busy, NotAccepting, Runner
+from syncd.verify.service import Verifications
 
 log = structlog.get_logger("syncd.scheduler")
 
 MISFIRE_GRACE = timedelta(minutes=5)
 
 
+VERIFY_JOB = "verify:{}"
+"""The id of a sync's verify job, beside its sync job, whose id is the sync's name."""
+
+
 class Schedules:
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, verifications: Verifications | None = None) -> None:
         self._runner = runner
+        self._verifications = verifications
+        """Where the ``verify.every`` schedules start their verifies; None: they have none."""
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._applied: dict[str, str] = {}
+        self._verifies: dict[str, str] = {}
 
     @property
     def running(self) -> bool:
@@ -78,7 +86,47 @@ class Schedules:
                 **start_now,
             )
             self._applied[name] = description
+        self._apply_verifies(config)
         return changes
+
+    def _apply_verifies(self, config: Config) -> None:
+        """Jobs for ``verify.every``: at an offset drawn from the job's id, never at start-up
+        (a verify scans both tables), and each a verify with the sync's ``verify.repair``."""
+        wanted = {
+            VERIFY_JOB.format(name): sync
+            for name, sync in config.syncs.items()
+            if sync.verify.every is not None and self._verifications is not None
+        }
+        for job in [job for job in self._verifies if job not in wanted]:
+            self._scheduler.remove_job(job)
+            del self._verifies[job]
+        for job, sync in wanted.items():
+            description = repr(sync.verify)
+            if self._verifies.get(job) == description:
+                continue
+            assert sync.verify.every is not None
+            name = job.removeprefix(VERIFY_JOB.format(""))
+            self._scheduler.add_job(
+                self._verify,
+                trigger=_EveryAt(sync.verify.every, default_offset(job, sync.verify.every)),
+                args=[name, sync.verify.repair],
+                id=job,
+                name=f"verify {name}",
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=int(MISFIRE_GRACE.total_seconds()),
+            )
+            self._verifies[job] = description
+
+    async def _verify(self, sync_name: str, repair: bool) -> None:
+        assert self._verifications is not None
+        try:
+            self._verifications.start(sync_name, repair=repair)
+        except Busy as exc:
+            log.info("verify_skipped_busy", sync_name=sync_name, reason=str(exc))
+        except SyncdError as exc:
+            log.error("schedule_failed", sync_name=sync_name, error=str(exc))
 
     def next_run_at(self, sync_name: str) -> datetime | None:
         job = self._scheduler.get_job(sync_name)

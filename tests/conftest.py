@@ -22,6 +22,7 @@ from syncd.pools import Backoff, Connections
 from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
+from syncd.verify.service import Verifications
 from tests.contract import MIDDLEWARES
 
 SERVER = os.environ.get("SYNCD_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
@@ -125,10 +126,12 @@ async def api(make_config: ConfigFactory) -> AsyncIterator[Callable[..., Any]]:
         connections = Connections(config, Backoff())
         metrics.track_pools(connections.use)
         runner = Runner(config, metrics=metrics, notifier=Notifier({}), connections=connections)
-        schedules = Schedules(runner)
+        verifications = Verifications(runner, metrics)
+        schedules = Schedules(runner, verifications)
         services = Services(
-            runner, schedules, StateStore("syncd"), metrics, connections=connections
-        )
+            runner, schedules, StateStore("syncd"), metrics, connections=connections,
+            verifications=verifications,
+        )  # fmt: skip
         services.pool = connections.target
         async with services.pool.connection() as conn:
             await services.store.migrate(conn)
@@ -144,6 +147,8 @@ async def api(make_config: ConfigFactory) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for client, services in opened:
         await services.runner.drain(5)
+        assert services.verifications is not None
+        await services.verifications.close()
         services.schedules.shutdown()
         await client.close()
         assert services.connections is not None

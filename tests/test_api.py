@@ -18,8 +18,8 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from syncd import api as api_module
 from syncd.api import SERVICES, Services, create_app
+from syncd.api import http as http_module
 from syncd.daemon import refuse_open_api
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
@@ -453,7 +453,7 @@ async def test_a_session_ended_by_an_administrator_is_503(conn: asyncpg.Connecti
 
 
 async def test_a_pool_with_no_free_connection_is_503_after_a_bounded_wait(api, monkeypatch) -> None:
-    monkeypatch.setattr(api_module, "ACQUIRE_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(http_module, "ACQUIRE_TIMEOUT_S", 0.1)
     client = await api({"items": ITEMS})
     pool = client.server.app[SERVICES].pool
     held = [await pool.lend() for _ in range(pool.budget.size)]
@@ -699,3 +699,32 @@ async def test_a_stale_sync_shows_in_status_health_and_the_stream_and_changes_in
         "column": "note", "change": "added", "old_type": None, "new_type": "text", "action": ANY
     }  # fmt: skip
     assert change["run_id"] and change["at"]
+
+
+async def test_a_start_sync_that_outlasts_its_wait_is_202_with_where_to_follow_the_run(
+    conn: asyncpg.Connection, api
+) -> None:
+    await create_items(conn, 30)
+    await conn.execute(GATE)
+    client = await api({"a": GATED}, api={"start_sync_wait": "300ms"})
+    await conn.execute("SELECT pg_advisory_lock(7)")  # the run's reads wait here
+    answer = await client.post(f"{PREFIX}/start-sync?sync_name=a")
+    going = await body(answer, 202)
+    assert going["status"] == "running" and going["sync_name"] == "a"
+    assert going["message"] == (
+        f"Batch sync still running after 300ms: follow run {going['run_id']}"
+        f" at {PREFIX}/status?sync_name=a"
+    )
+    assert answer.headers["Location"] == going["status_url"] == f"{PREFIX}/status?sync_name=a"
+    status = await body(await client.get(going["status_url"]), 200)
+    assert (status["running"], status["run_id"]) == (True, going["run_id"])
+
+    await conn.execute("SELECT pg_advisory_unlock(7)")
+    await wait_idle(client, "a")  # the run went on without the request
+    (run,) = (await body(await client.get(going["runs_url"]), 200))["runs"]
+    assert (run["run_id"], run["status"], run["rows_read"]) == (going["run_id"], "succeeded", 30)
+
+    # A run that ends within the wait is answered as the seed answered it.
+    await create_items(conn, 5, start_id=31)
+    done = await body(await client.post(f"{PREFIX}/start-sync?sync_name=a"), 200)
+    assert (done["status"], done["rows_this_run"]) == ("complete", 5)

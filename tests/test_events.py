@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from syncd import api as api_module
 from syncd.api import Services, create_app
+from syncd.api import stream as stream_module
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.runner import Runner
@@ -44,7 +44,7 @@ def parse(block: bytes) -> tuple[str, dict[str, Any]]:
 
 
 async def test_an_idle_stream_is_kept_alive_and_ends_when_the_server_stops(monkeypatch) -> None:
-    monkeypatch.setattr(api_module, "KEEP_ALIVE_S", 0.05)
+    monkeypatch.setattr(stream_module, "KEEP_ALIVE_S", 0.05)
     runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
     server = TestServer(create_app(services))
@@ -185,8 +185,8 @@ async def test_a_hundred_streams_that_never_read_are_the_most_and_slow_nothing(
 async def test_a_stream_whose_reader_takes_nothing_is_ended_and_its_place_freed(
     monkeypatch,
 ) -> None:
-    monkeypatch.setattr(api_module, "SEND_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(api_module, "MAX_EVENT_STREAMS", 1)
+    monkeypatch.setattr(stream_module, "SEND_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(stream_module, "MAX_EVENT_STREAMS", 1)
     runner = Runner(unreachable_config(), metrics=Metrics(), notifier=Notifier({}))
     services = Services(runner, Schedules(runner), StateStore("syncd"), Metrics())
     server = TestServer(create_app(services))
@@ -218,7 +218,7 @@ async def test_every_event_of_a_recorded_stream_fits_the_published_schema(
 ) -> None:
     """A stream through a successful run, a failed one (its source table dropped mid-run),
     a reset, a start through the API, scheduled runs and keep-alives."""
-    monkeypatch.setattr(api_module, "KEEP_ALIVE_S", 0.2)
+    monkeypatch.setattr(stream_module, "KEEP_ALIVE_S", 0.2)
     await create_items(conn, 40)
     await conn.execute(GATE)
     await conn.execute("CREATE TABLE src.doomed AS SELECT * FROM src.items")

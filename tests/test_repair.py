@@ -17,13 +17,7 @@ from syncd.verify import repair
 from syncd.verify.verifier import verify
 from tests.helpers import create_items, run_sync, wait_for_value
 from tests.test_cli import syncd_async
-
-ITEMS = {
-    "table": "src.items",
-    "key": ["id"],
-    "cursor": "updated_at",
-    "target_table": "public.items",
-}
+from tests.test_verify import ITEMS
 
 
 async def synced(conn: asyncpg.Connection, make_config, rows: int, **verify_config: object):

@@ -36,6 +36,19 @@ async def record(
     )
 
 
+async def last(conn: Conn, schema: str, sync_name: str) -> dict[str, Any] | None:
+    """The sync's last verify, as ``syncd verify --json`` printed it, with its times."""
+    row = await conn.fetchrow(
+        f"SELECT result, started_at, finished_at FROM {quote_ident(schema)}.verifications"
+        " WHERE sync_name = $1 ORDER BY finished_at DESC LIMIT 1",
+        sync_name,
+    )
+    if row is None:
+        return None
+    result: dict[str, Any] = json.loads(row["result"])
+    return result | {"started_at": row["started_at"], "finished_at": row["finished_at"]}
+
+
 async def log_deletes(
     conn: Conn, schema: str, *, verify_id: str, sync_name: str, keys: Sequence[Key], mode: str
 ) -> None:

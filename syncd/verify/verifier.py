@@ -33,11 +33,12 @@ async def verify(
     *,
     repair_too: bool = False,
     confirm_deletes: bool = False,
+    verify_id: str | None = None,
 ) -> Report:
     """Compare the sync's source with its target, moving rows only where they differ;
     with ``repair_too``, make the target equal, holding the sync's lock as a run does."""
     name, sync = config.sync(sync_name)
-    verify_id = uuid.uuid4().hex
+    verify_id = verify_id or uuid.uuid4().hex
     started_at, began = datetime.now(UTC), time.monotonic()
     store = StateStore(config.target.state_schema)
     async with _target(config) as conn:
