@@ -198,3 +198,12 @@ async def living_demo(
         demo.stderr = (await asyncio.wait_for(process.stderr.read(), timeout=60)).decode()
         await asyncio.wait_for(process.wait(), timeout=60)
         await reading
+
+
+async def spawn_sync(path: object, sync_name: str) -> asyncio.subprocess.Process:
+    """``syncd sync SYNC_NAME`` in a process of its own, its output discarded: one to hold
+    the sync's lock, or to be killed mid-run."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "-c", str(path), "sync", sync_name,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
