@@ -263,6 +263,15 @@ class SchemaChange(Payload):
     action: str
 
 
+class Backfill(Payload):
+    """Columns added to the target, being filled in for the rows it already had."""
+
+    columns: list[str]
+    position: list[str | None] | None = Field(
+        description="The key the backfill has reached; null before its first batch."
+    )
+
+
 class SyncState(Payload):
     """Where a sync stands: its state as stored, and what this daemon knows of it live."""
 
@@ -303,6 +312,10 @@ class SyncState(Payload):
     )
     last_verify: LastVerify | None = Field(
         default=None, description="null until the sync is first verified, by any process."
+    )
+    verifying: bool = Field(default=False, description="A verify of the sync is going here.")
+    backfill: Backfill | None = Field(
+        default=None, description="null unless new columns are being filled in."
     )
 
 

@@ -31,6 +31,8 @@ class SyncStatus:
     position: list[str | None] | None
     last_error: str | None
     holder: str | None
+    backfill: dict[str, Any] | None
+    """New columns being filled in for existing rows: their names and the key reached."""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,4 +98,10 @@ async def collect_status(
         position=list(state.position) if state.position is not None else None,
         last_error=state.last_error,
         holder=f"pid {state.holder_pid} on {state.holder_host}" if running else None,
+        backfill={
+            "columns": state.backfill_columns,
+            "position": None if state.backfill_position is None else list(state.backfill_position),
+        }
+        if state.backfill_columns
+        else None,
     )

@@ -20,8 +20,9 @@ from playwright.async_api import Browser, Dialog, Locator, Page, async_playwrigh
 
 from syncd.demo import DEMO_SYNC, create_demo_source
 from syncd.identifiers import TableName
+from syncd.verify.verifier import verify
 from tests.daemon import Daemon
-from tests.helpers import EVENTS_SYNC, create_items, living_demo, write_events
+from tests.helpers import EVENTS_SYNC, create_items, living_demo, run_sync, write_events
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -490,5 +491,44 @@ async def test_a_change_of_the_source_s_columns_is_shown_with_what_the_sync_did(
     assert (await daemon.request("POST", "/api/batch-sync/start-sync"))[0] == 200
     await expect(page.field("items", "changes").locator("li")).to_have_text(
         [re.compile(r"^region \(text\) added in the source; added, (just now|\d+ sec\. ago)$")]
+    )
+    assert page.errors == []
+
+
+async def test_a_backfill_under_way_and_the_last_verify_are_on_the_card(
+    conn: asyncpg.Connection, make_config, start_daemon, visit
+) -> None:
+    await create_items(conn, 200)
+    items = ITEMS | {"batch_size": 20}
+    config, _ = make_config({"items": items})
+    await run_sync(config, "items")
+    await conn.execute("ALTER TABLE src.items ADD COLUMN region text DEFAULT 'EMEA'")
+    await run_sync(config, "items", backfill_batches=3)  # 60 of 200 rows filled in
+    await verify(config, "items")
+    daemon = await start_daemon({"items": items})
+    page = await visit(daemon.url)
+
+    await expect(page.field("items", "work").locator("li")).to_have_text(
+        ["Filling in region for the rows already there: at key 60"]
+    )
+    # The 140 rows the backfill has not reached differ from the source in that column.
+    await expect(page.field("items", "verify")).to_have_text(
+        re.compile(
+            r"^Last verify, (just now|\d+ sec\. ago): found differences"
+            r" \(0 missing, 0 extra, 140 different, 0 pending\)\.$"
+        )
+    )
+    await expect(page.field("items", "verify")).to_have_attribute("data-equal", "false")
+
+    # A repair through the API, told by its event: the card shows the new verdict.
+    code, _ = await daemon.request(
+        "POST", "/api/batch-sync/verify", json={"sync": "items", "repair": True}
+    )
+    assert code == 202
+    await expect(page.field("items", "verify")).to_have_text(
+        re.compile(
+            r"^Last verify, (just now|\d+ sec\. ago): found differences"
+            r" \(0 missing, 0 extra, 140 different, 0 pending\); repaired: 140 copied, 0 deleted\.$"
+        )
     )
     assert page.errors == []

@@ -196,6 +196,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         last_verify=None if last_verify is None else LastVerify(**last_verify),
         freshness=Freshness(**asdict(seen)) if seen else None,
         schema_changes=[_schema_change(change) for change in changes],
+        verifying=services.verifications is not None and services.verifications.going(name),
     )
 
 

@@ -187,6 +187,8 @@ class Card {
     this.field("error").textContent = view.last_error ?? "";
     this.showErrorRun(view.last_error);
     this.showSchemaChanges(view.schema_changes ?? []);
+    this.showWork(view);
+    this.showVerify(view.last_verify);
     this.field("start").disabled = view.running;
     this.field("reset").disabled = view.running;
   }
@@ -240,6 +242,45 @@ class Card {
     showTime(when, failed.finished_at ?? failed.started_at, "—");
     where.replaceChildren(`Run ${failed.run_id.slice(0, 8)}, `, when);
     where.title = `run ${failed.run_id}`;
+  }
+
+  // Work beside the runs: a verify going here, new columns being filled in, a parallel load.
+  showWork(view) {
+    const lines = [];
+    if (view.verifying) lines.push("Verifying: comparing the target with the source…");
+    const backfill = view.backfill;
+    if (backfill) {
+      const where = backfill.position ? `at key ${backfill.position.join(", ")}` : "not started";
+      lines.push(`Filling in ${backfill.columns.join(", ")} for the rows already there: ${where}`);
+    }
+    const load = view.chunks;
+    if (load && load.done < load.chunks) {
+      lines.push(`Parallel load: ${count(load.done)} of ${count(load.chunks)} chunks done,`
+        + ` ${count(load.running)} in progress, ${count(load.rows_read)} rows read`);
+    }
+    this.field("work").hidden = lines.length === 0;
+    this.field("work").replaceChildren(...lines.map((line) => {
+      const item = document.createElement("li");
+      item.textContent = line;
+      return item;
+    }));
+  }
+
+  // The last verify, by any process: when, and equal or what differed.
+  showVerify(last) {
+    const line = this.field("verify");
+    line.hidden = !last;
+    if (!last) return;
+    const when = document.createElement("time");
+    showTime(when, last.finished_at, "—");
+    const kinds = ["missing", "extra", "different", "pending"]
+      .map((kind) => `${count(last[kind].count)} ${kind}`).join(", ");
+    const verdict = last.equal ? "equal to the source" : "found differences";
+    const repaired = last.repaired
+      ? `; repaired: ${count(last.repaired.copied)} copied, ${count(last.repaired.deleted)} deleted`
+      : "";
+    line.dataset.equal = last.equal;
+    line.replaceChildren(`Last verify, `, when, `: ${verdict} (${kinds})${repaired}.`);
   }
 
   // What the source's columns did lately, and what the sync's policy made of it.
@@ -503,7 +544,9 @@ function listen() {
     // The browser retries by itself unless the answer was not an event stream at all.
     if (source.readyState === EventSource.CLOSED) setTimeout(listen, RELOAD_MS.live);
   });
-  for (const type of ["run_queued", "run_started", "batch_committed", "run_finished", "freshness"]) {
+  const types = ["run_queued", "run_started", "batch_committed", "run_finished", "freshness",
+                 "verify"];
+  for (const type of types) {
     source.addEventListener(type, (message) => {
       const event = JSON.parse(message.data);
       if (event.runs) showCapacity(event.runs, null);

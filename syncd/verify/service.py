@@ -47,6 +47,9 @@ class Verifications:
         task.add_done_callback(lambda _: self._going.pop(name, None))
         return name, verify_id
 
+    def going(self, sync_name: str) -> bool:
+        return sync_name in self._going
+
     async def _verify(self, config: Config, name: str, verify_id: str, repair: bool) -> None:
         event = {"type": "verify", "sync_name": name, "verify_id": verify_id, "repair": repair}
         try:
