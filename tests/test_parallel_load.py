@@ -14,8 +14,7 @@ from syncd.config import SyncConfig
 from syncd.sources import LoadPlan
 from syncd.sources.postgres import PostgresSource
 from syncd.state import StateStore
-from tests.helpers import create_items, fingerprint, run_sync, wait_for_value
-from tests.test_crash import start_sync
+from tests.helpers import create_items, fingerprint, run_sync, spawn_sync, wait_for_value
 
 ITEMS = {
     "table": "src.items",
@@ -213,14 +212,14 @@ async def test_kill_9_during_a_parallel_load_then_resume(
             | {"chunk_rows": 4000, "parallel": 2, "batch_size": 500, "chunk_lease": "2s"}
         }
     )
-    process = await start_sync(path)
+    process = await spawn_sync(path, "items")
     await wait_for_value(conn, "SELECT 1 FROM syncd.chunks WHERE status = 'done' LIMIT 1")
     process.send_signal(signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
     done_before = await conn.fetchval("SELECT count(*) FROM syncd.chunks WHERE status = 'done'")
     assert done_before < 10
 
-    final = await start_sync(path)
+    final = await spawn_sync(path, "items")
     assert await final.wait() == 0
 
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
