@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from syncd import logs, pg
+from syncd.chunks import ChunkStore
 from syncd.config import (
     Config,
     EverySchedule,
@@ -225,12 +227,16 @@ async def _status(config: Config, args: argparse.Namespace) -> int:
         await store.migrate(conn)
         statuses = [await collect_status(conn, store, n, config.syncs[n]) for n in names]
         progress = await store.progress(conn)
+        loads = await ChunkStore(store.schema).progress(conn)
     finally:
         await conn.close()
     seen = [await _freshness(config, n, progress.get(n, (None, None))) for n in names]
     if args.json:
+        # chunks: the sync's parallel load in progress, or its last, over every process.
         payload = [
-            s.as_json() | {"freshness": fresh.as_json() | {"error": error}}
+            s.as_json()
+            | {"freshness": fresh.as_json() | {"error": error}}
+            | {"chunks": asdict(loads[s.sync_name]) if s.sync_name in loads else None}
             for s, (fresh, error) in zip(statuses, seen, strict=True)
         ]
         print(json.dumps(payload[0] if args.name else payload, indent=2))

@@ -339,6 +339,13 @@ class SyncConfig(_Model):
     batch_bytes: ByteSize = Field(default=64 * 10**6, ge=64 * 1024)
     """A batch also ends once its rows take this many bytes, so that wide rows cannot
     make a batch of ``batch_size`` rows outgrow memory."""
+    parallel: int = Field(default=2, ge=1, le=64)
+    """Workers of this process that load chunks at once in an initial load or full refresh."""
+    chunk_rows: int = Field(default=250_000, ge=1)
+    """About how many rows a chunk of a parallel load holds."""
+    chunk_lease: Duration = timedelta(minutes=2)
+    """How long a chunk stays its worker's without a committed batch: then anyone may take
+    it over, resuming after its last committed key."""
     schedule: Schedule | None = None
     retry: RetryConfig = RetryConfig()
     schema_changes: SchemaChangePolicy = SchemaChangePolicy()
@@ -362,6 +369,7 @@ class SyncConfig(_Model):
         lambda v: v if v is None else _check_table_name(v)
     )
     _max_lag = field_validator("max_lag")(lambda v: v if v is None else _positive_duration(v))
+    _chunk_lease = field_validator("chunk_lease")(_positive_duration)
 
     @field_validator("key", "columns")
     @classmethod

@@ -22,12 +22,24 @@ import asyncpg
 import structlog
 
 from syncd import clock, handoff, retry, schema
+from syncd.chunks import ChunkStore
 from syncd.config import DATABASE_TIME_ZONE, Config, SyncConfig
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.freshness import kind_of_cursor
+from syncd.load import LoadObserver, ParallelLoad
+from syncd.parts import Part
 from syncd.pools import Connector, OwnConnections
 from syncd.redact import scrub
-from syncd.sources import Batch, Limits, Position, Shape, SnapshotExpired, Source, Window
+from syncd.sources import (
+    Batch,
+    Limits,
+    PlansLoads,
+    Position,
+    Shape,
+    SnapshotExpired,
+    Source,
+    Window,
+)
 from syncd.state import StateStore, SyncState
 from syncd.target import DirectCopyConflict, TargetTable
 
@@ -54,6 +66,8 @@ class RunRequest:
     backfill_batches: int | None = None
     """At most this many backfill batches in this run, so a daemon keeps its schedule
     while a big table is filled in; None goes on to the end."""
+    part: Part | None = None
+    """Read only this part of the sync, unlocked, recording batches in its ledger."""
 
 
 @dataclass
@@ -159,6 +173,14 @@ class Engine:
             structlog.contextvars.unbind_contextvars("sync_name", "run_id", "trigger")
         return run.result
 
+    async def run_part(self, request: RunRequest, part: Part, observer: RunObserver) -> RunResult:
+        """Read one part of ``request``'s sync in a run of its own."""
+        engine = Engine(
+            self.config, observer=observer, stop=self.stop, connections=self.connections
+        )
+        own = RunRequest(request.sync_name, request.trigger, request.batch_size, part=part)
+        return await engine.run(own)
+
 
 class _Run:
     """One run of one sync: its request, its progress so far and its target connection."""
@@ -223,6 +245,14 @@ class _Run:
                 # Not a failure: the batch is written again by upsert, from where it began.
                 self.direct_allowed = False
             except SnapshotExpired as exc:
+                if self.request.part is not None:
+                    # Any snapshot will do for a part: the sync reads on from the load's
+                    # cursor value afterwards, which catches what changed since.
+                    log.warning("snapshot_lost", error=self.engine.describe_error(exc))
+                    part = self.request.part
+                    window = replace(part.window, snapshot=None)
+                    self.request = replace(self.request, part=replace(part, window=window))
+                    continue
                 attempt += 1
                 if attempt >= policy.attempts:
                     raise RetriesExhausted(f"gave up after {attempt} attempts: {exc}") from exc
@@ -253,17 +283,16 @@ class _Run:
         shape = await source.describe()
         self.result.missing_index = shape.missing_index
         state = await self.store.load(conn, self.name)
+        if self.request.part is not None:
+            # Whoever planned the part followed the source's columns before handing it out.
+            table = self._table(shape, state.ignored_columns, state.dropped_columns)
+            await table.prepare(conn)
+            part = self.request.part
+            direct = part.direct and self.direct_allowed
+            await self._phase(source, table, _Phase(part.window, final=False), direct)
+            return
         followed = await self._follow_schema(shape, state)
-        written = replace(
-            shape, columns=tuple(c for c in shape.columns if c.name not in followed.ignored)
-        )
-        table = TargetTable(
-            self.sync.target,
-            written,
-            self.sync.types,
-            nulled=followed.dropped,
-            wait_for_flush=self.engine.config.target.synchronous_commit == "on",
-        )
+        table = self._table(shape, followed.ignored, followed.dropped)
         async with conn.transaction():
             if await table.exists(conn):
                 await table.follow(conn, followed.add, followed.widen)
@@ -279,6 +308,13 @@ class _Run:
                 self.engine.observer.run_started(self.name, self.request.run_id, self.rows_estimate)
         nulls = await _rows_without_cursor(source, self.sync)
         direct = self.direct_allowed and await table.is_empty(conn)
+        if (
+            phases == [_Phase(Window())]
+            and isinstance(source, PlansLoads)
+            and await self._load_in_parts(source, direct)
+        ):
+            state = await self.store.load(conn, self.name)
+            phases, direct = _after_load(state, self.sync), False
         for phase in phases:
             await self._phase(source, table, phase, direct)
             direct = False
@@ -296,6 +332,49 @@ class _Run:
         self.result.source_newest = await source.newest_cursor()
         self.result.cursor_kind = kind_of_cursor(
             shape.column(shape.cursor).pg_type if shape.cursor else None
+        )
+
+    async def _load_in_parts(self, source: PlansLoads, direct: bool) -> bool:
+        """Read the whole source as chunks, in parallel, if it holds more than one; say
+        whether it did."""
+        load = ParallelLoad(
+            sync_name=self.name,
+            sync=self.sync,
+            chunks=ChunkStore(self.store.schema),
+            conn=self.writer.conn,
+            run_part=self._run_part,
+            stop=self.engine.stop,
+        )
+        try:
+            finished = await load.lead(source, direct, self.rows_estimate)
+        finally:
+            self.result.batches += load.done.batches
+            self.result.rows_read += load.done.rows_read
+            self.result.rows_written += load.done.rows_written
+        if self.engine.stop.is_set():
+            raise _StopRequested
+        if finished is None:
+            return False
+        await load.finish(finished, self.request.run_id)
+        return True
+
+    async def _run_part(self, part: Part) -> RunResult:
+        """Read one part of this sync, reporting its batches as this run's."""
+        observer = LoadObserver(
+            self.engine.observer, self.request.run_id, self.started, lambda: self.rows_estimate
+        )
+        return await self.engine.run_part(self.request, part, observer)
+
+    def _table(self, shape: Shape, ignored: list[str], dropped: list[str]) -> TargetTable:
+        """The target table as this run writes it: without the columns it ignores, and with
+        NULL in those the source dropped."""
+        written = replace(shape, columns=tuple(c for c in shape.columns if c.name not in ignored))
+        return TargetTable(
+            self.sync.target,
+            written,
+            self.sync.types,
+            nulled=dropped,
+            wait_for_flush=self.engine.config.target.synchronous_commit == "on",
         )
 
     async def _follow_schema(self, shape: Shape, state: SyncState) -> schema.Followed:
@@ -443,7 +522,9 @@ class _Run:
         try:
             async with conn.transaction():
                 rows, written = await _write(table, conn, batch, direct, phase.backfill)
-                if phase.backfill:
+                if self.request.part is not None:
+                    await self.request.part.ledger.record(conn, batch.end, rows, written)
+                elif phase.backfill:
                     await self.store.commit_backfill(
                         conn,
                         sync_name=self.name,
@@ -457,6 +538,11 @@ class _Run:
                     await self._record(batch, position, rows, written, complete)
         except TargetError as exc:
             raise TargetError(f"sync {self.name!r}: {exc}") from None
+        if self.request.part is not None:
+            # A retry after a lost connection goes on after this batch.
+            part = self.request.part
+            window = replace(part.window, after=batch.end)
+            self.request = replace(self.request, part=replace(part, window=window))
         result = self.result
         result.batches += 1
         result.rows_read += rows
@@ -499,6 +585,13 @@ async def _write(
         ) from None
 
 
+def _after_load(state: SyncState, sync: SyncConfig) -> list[_Phase]:
+    """What a run reads once its parallel load is done: on from the load's cursor value."""
+    if sync.cursor is None or state.since is None:
+        return []
+    return [_Phase(Window(cursor_from=state.since, lookback=sync.lookback))]
+
+
 async def _rows_without_cursor(source: Source, sync: SyncConfig) -> int:
     """How many rows a run reads by key because their cursor is NULL; null_cursor: fail
     refuses the run while there are any, before anything is written."""
@@ -533,6 +626,8 @@ def _plan(
     position = state.position
     if full_refresh or (sync.cursor is None and state.is_complete):
         position = None
+    if position is None and not full_refresh and state.since is not None:
+        return _after_load(state, sync)
     if position is None:
         return [_Phase(Window())]
     if sync.cursor is None:
@@ -575,6 +670,9 @@ class _Writer:
         first = not self._claimed
         store = self._engine.store
         conn = await self._engine.connect_target()
+        if self._request.part is not None:
+            self._conn = conn  # a part's reader holds no lock and keeps no run record
+            return False
         try:
             if first:
                 await store.migrate(conn)

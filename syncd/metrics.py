@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from syncd.chunks import Progress
 from syncd.engine import BatchReport, RunResult
 from syncd.freshness import Freshness
 from syncd.pools import PoolUse
@@ -79,6 +80,17 @@ class Metrics:
         self.queued = Gauge(
             "syncd_runs_queued", "Runs waiting for a slot to start.", registry=self.registry
         )
+        self.load_chunks = Gauge(
+            "syncd_load_chunks",
+            "Chunks of the sync's parallel load in progress, or of its last, over every"
+            " process, by state: total, done, running.",
+            [*labels, "state"],
+            registry=self.registry,
+        )
+        self.load_rows_read = Gauge(
+            "syncd_load_rows_read", "Rows the chunks of the sync's parallel load have read.",
+            labels, registry=self.registry,
+        )  # fmt: skip
         self.verify_rows = Gauge(
             "syncd_verify_rows",
             "Rows the sync's last verify found, by kind: missing, extra, different, pending.",
@@ -122,6 +134,12 @@ class Metrics:
             finished = seen.last_success_at.timestamp()
             self.last_success.labels(sync_name).set(finished)
             self.since_success.labels(sync_name).set_function(lambda: time.time() - finished)
+
+    def load_seen(self, sync_name: str, load: Progress) -> None:
+        for state, chunks in (("total", load.chunks), ("done", load.done),
+                              ("running", load.running)):  # fmt: skip
+            self.load_chunks.labels(sync_name, state).set(chunks)
+        self.load_rows_read.labels(sync_name).set(load.rows_read)
 
     def forget_freshness(self, sync_name: str) -> None:
         """A sync removed from the configuration has no freshness to report."""

@@ -30,6 +30,7 @@ import structlog
 from syncd.config import Config
 from syncd.engine import BatchReport, Engine, RunRequest, RunResult, new_run_id
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable
+from syncd.helping import help_load
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Connections
@@ -314,8 +315,13 @@ class Runner:
         try:
             result = await engine.run(request)
         except AlreadyRunning as exc:
-            result.status, result.error = "skipped", str(exc)
-            log.info("run_skipped_busy", sync_name=name, reason=str(exc))
+            # Another process runs the sync: if it is loading, its chunks are ours to share.
+            helped = await help_load(engine, request)
+            if helped is not None:
+                result = helped
+            else:
+                result.status, result.error = "skipped", str(exc)
+                log.info("run_skipped_busy", sync_name=name, reason=str(exc))
         except SyncdError as exc:
             result.status, result.error = "failed", str(exc)
         except asyncio.CancelledError:

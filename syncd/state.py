@@ -29,10 +29,12 @@ _MIGRATIONS = (
     "0003_positions_as_json.sql",
     "0004_schema_changes.sql",
     "0005_verify.sql",
+    "0006_chunks.sql",
 )
 
 
-def _sql(name: str, schema: str) -> str:
+def sql_text(name: str, schema: str) -> str:
+    """A statement of syncd/sql/ for the state schema ``schema``."""
     text = resources.files("syncd").joinpath("sql", name).read_text(encoding="utf-8")
     return text.replace("{schema}", quote_ident(schema))
 
@@ -58,6 +60,8 @@ class SyncState:
     backfill_columns: list[str] = field(default_factory=list)
     """Columns being filled in for the rows already in the target."""
     backfill_position: Position | None = None
+    since: str | None = None
+    """After a parallel load, the cursor value reading goes on from until a batch commits."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class StateStore:
         self.schema = schema
         self._table = f"{quote_ident(schema)}.sync_state"
         self._runs = f"{quote_ident(schema)}.runs"
-        self._batch_commit = _sql("batch_commit.sql", schema)
+        self._batch_commit = sql_text("batch_commit.sql", schema)
 
     def lock_key(self, sync_name: str) -> int:
         digest = hashlib.sha256(f"syncd:{self.schema}:{sync_name}".encode()).digest()
@@ -124,7 +128,7 @@ class StateStore:
             applied = {r[0] for r in await conn.fetch(f"SELECT version FROM {versions}")}
             for version, name in enumerate(_MIGRATIONS, start=1):
                 if version not in applied:
-                    await conn.execute(_sql(name, self.schema))
+                    await conn.execute(sql_text(name, self.schema))
                     await conn.execute(f"INSERT INTO {versions} (version) VALUES ($1)", version)
 
     async def _version(self, conn: Conn) -> int | None:
@@ -228,6 +232,7 @@ class StateStore:
             dropped_columns=list(row["dropped_columns"]),
             backfill_columns=list(row["backfill_columns"]),
             backfill_position=_position_from_json(row["backfill_position"]),
+            since=row["since"],
         )
 
     async def start_run(self, conn: Conn, sync_name: str, run_id: str, trigger: str) -> None:
@@ -393,7 +398,7 @@ class StateStore:
             await conn.execute(
                 f"UPDATE {self._table} SET position = NULL, snapshot = NULL, current_offset = 0,"
                 " total_synced = 0, last_sync_at = NULL, is_complete = false,"
-                " backfill_columns = '{}', backfill_position = NULL,"
+                " backfill_columns = '{}', backfill_position = NULL, since = NULL,"
                 " last_error = NULL, reset_at = clock_timestamp() WHERE sync_name = $1",
                 sync_name,
             )

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from syncd.chunks import ChunkStore
 from syncd.config import SyncConfig
 from syncd.engine import RunResult
 from syncd.freshness import READ_BOUND_S, Freshness, freshness, read_newest
@@ -97,6 +98,7 @@ class FreshnessWatch:
             async with asyncio.timeout(READ_BOUND_S):
                 async with self._connections.target.connection(patient=False) as conn:
                     progress = await self._store.progress(conn)
+                    loads = await ChunkStore(self._store.schema).progress(conn)
         except Exception as exc:
             # The daemon's readiness already says the target is away: one line is enough.
             error = scrub(f"{type(exc).__name__}: {exc}", config.secrets())
@@ -124,6 +126,8 @@ class FreshnessWatch:
             self._judge(name, sync, known.freshness, seen)
             known.freshness = seen
             self._metrics.freshness_seen(name, seen)
+            if name in loads:
+                self._metrics.load_seen(name, loads[name])
 
     async def _learn_newest(self, name: str, sync: SyncConfig, known: _Sync, every: float) -> None:
         result = self._runner.last_result(name)

@@ -18,6 +18,7 @@ import yaml
 
 from syncd.config import Config
 from syncd.engine import BatchReport, Engine, RunRequest, RunResult
+from tests.daemon import Daemon
 
 ITEMS_DDL = """
 CREATE TABLE src.items (
@@ -198,3 +199,31 @@ async def living_demo(
         demo.stderr = (await asyncio.wait_for(process.stderr.read(), timeout=60)).decode()
         await asyncio.wait_for(process.wait(), timeout=60)
         await reading
+
+
+async def spawn_sync(path: object, sync_name: str) -> asyncio.subprocess.Process:
+    """``syncd sync SYNC_NAME`` in a process of its own, its output discarded: one to hold
+    the sync's lock, or to be killed mid-run."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "-c", str(path), "sync", sync_name,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@asynccontextmanager
+async def events_daemon(
+    conn: asyncpg.Connection, make_config: Callable[..., tuple[Config, Path]], tmp_path: Path
+) -> AsyncIterator[Daemon]:
+    """A ready ``syncd run`` of EVENTS_SYNC over its first ten events, whose freshness watch
+    looks every 200 ms; it must stop cleanly when the test is done with it."""
+    await write_events(conn, range(1, 11))
+    _, path = make_config(
+        {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
+    )
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    try:
+        await daemon.wait_ready()
+        yield daemon
+    finally:
+        assert await daemon.stop() == 0

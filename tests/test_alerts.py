@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import ConfigFactory
 from tests.daemon import Daemon
-from tests.helpers import EVENTS_SYNC, write_events
+from tests.helpers import EVENTS_SYNC, events_daemon, write_events
 
 CONTRIB = Path(__file__).parent.parent / "contrib"
 RULES = CONTRIB / "prometheus" / "alerts.yml"
@@ -92,14 +92,7 @@ def fires(
 async def test_a_stale_daemon_fires_the_stale_alert_and_a_fresh_one_does_not(
     conn: asyncpg.Connection, make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    await write_events(conn, range(1, 11))
-    _, path = make_config(
-        {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
-    )
-    daemon = Daemon(path, tmp_path)
-    await daemon.start()
-    try:
-        await daemon.wait_ready()
+    async with events_daemon(conn, make_config, tmp_path) as daemon:
         assert (await daemon.request("POST", "/api/batch-sync/start-sync"))[0] == 200
         await write_events(conn, range(11, 21))  # 100 s of rows the target lacks
         await daemon.wait_for(lambda: daemon.events("sync_stale")[-1:] != [], within=30)
@@ -109,8 +102,6 @@ async def test_a_stale_daemon_fires_the_stale_alert_and_a_fresh_one_does_not(
         await daemon.wait_for(lambda: len(daemon.events("sync_fresh")) == 1, within=30)
         await asyncio.sleep(0.5)
         fresh = await scrape(daemon)
-    finally:
-        assert await daemon.stop() == 0
 
     fired = fires(tmp_path, series([stale] * 10), "SyncdSyncStale", at="8m")
     assert fired == [{"alertname": "SyncdSyncStale", "severity": "warning",

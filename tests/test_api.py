@@ -31,10 +31,9 @@ from syncd.state import StateStore
 from syncd.status import RowCounts
 from tests.conftest import dsn_for
 from tests.contract import MIDDLEWARES, Recording, check_event
-from tests.daemon import Daemon
 from tests.helpers import (
-    EVENTS_SYNC,
     create_items,
+    events_daemon,
     fingerprint,
     unreachable_config,
     wait_for_value,
@@ -624,68 +623,59 @@ def test_the_readme_s_api_section_is_the_document_s() -> None:
 async def test_a_stale_sync_shows_in_status_health_and_the_stream_and_changes_in_status(
     conn: asyncpg.Connection, make_config, tmp_path: Path
 ) -> None:
-    await write_events(conn, range(1, 11))
-    _, path = make_config(
-        {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
-    )
-    daemon = Daemon(path, tmp_path)
-    await daemon.start()
-    try:
-        await daemon.wait_ready()
-        async with (
-            aiohttp.ClientSession(daemon.url, middlewares=MIDDLEWARES) as session,
-            session.get(f"{PREFIX}/events") as stream,
-        ):
-            recording = Recording(stream)
+    async with (
+        events_daemon(conn, make_config, tmp_path) as daemon,
+        aiohttp.ClientSession(daemon.url, middlewares=MIDDLEWARES) as session,
+        session.get(f"{PREFIX}/events") as stream,
+    ):
+        recording = Recording(stream)
 
-            async def freshness() -> dict[str, Any] | None:
-                answer = await body(await session.get(f"{PREFIX}/status"), 200)
-                return answer["freshness"]  # type: ignore[no-any-return]
+        async def freshness() -> dict[str, Any] | None:
+            answer = await body(await session.get(f"{PREFIX}/status"), 200)
+            return answer["freshness"]  # type: ignore[no-any-return]
 
-            async def until_stale(stale: bool) -> dict[str, Any]:
-                """The freshness once the sync is (not) stale, by a lag that is known."""
-                for _ in range(300):
-                    seen = await freshness()
-                    if seen is not None and (seen["stale"], seen["lag_seconds"] is None) == (
-                        stale,
-                        False,
-                    ):
-                        return seen
-                    await asyncio.sleep(0.05)
-                raise AssertionError(f"freshness stayed at {seen}")
+        async def until_stale(stale: bool) -> dict[str, Any]:
+            """The freshness once the sync is (not) stale, by a lag that is known."""
+            for _ in range(300):
+                seen = await freshness()
+                if seen is not None and (seen["stale"], seen["lag_seconds"] is None) == (
+                    stale,
+                    False,
+                ):
+                    return seen
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"freshness stayed at {seen}")
 
-            await body(await session.post(f"{PREFIX}/start-sync"), 200)
-            fresh = await until_stale(False)
-            assert (fresh["lag_seconds"], fresh["synced_to"]) == (0.0, "2026-01-01 00:01:40+00")
-            assert fresh["source_newest"] == fresh["synced_to"] and fresh["last_success_at"]
-            assert await body(await session.get(f"{PREFIX}/health"), 200) | {"endpoints": 0} == {
-                "status": "healthy", "module": "syncd", "endpoints": 0, "reasons": []
-            }  # fmt: skip
+        await body(await session.post(f"{PREFIX}/start-sync"), 200)
+        fresh = await until_stale(False)
+        assert (fresh["lag_seconds"], fresh["synced_to"]) == (0.0, "2026-01-01 00:01:40+00")
+        assert fresh["source_newest"] == fresh["synced_to"] and fresh["last_success_at"]
+        assert await body(await session.get(f"{PREFIX}/health"), 200) | {"endpoints": 0} == {
+            "status": "healthy", "module": "syncd", "endpoints": 0, "reasons": []
+        }  # fmt: skip
 
-            await write_events(conn, range(11, 16))  # 50 s of rows, above max_lag 30s
-            stale = await until_stale(True)
-            assert (stale["lag_seconds"], stale["source_newest"]) == (
-                50.0,
-                "2026-01-01 00:02:30+00",
-            )
-            health = await body(await session.get(f"{PREFIX}/health"), 200)
-            assert (health["status"], health["reasons"]) == (
-                "degraded", ["sync 'events' is stale: 50s behind its source, above max_lag 30s"]
-            )  # fmt: skip
-            assert await body(await session.get("/healthz"), 200) == {"status": "ok"}
-            await recording.until(lambda: recording.named("freshness", "events"))
+        await write_events(conn, range(11, 16))  # 50 s of rows, above max_lag 30s
+        stale = await until_stale(True)
+        assert (stale["lag_seconds"], stale["source_newest"]) == (
+            50.0,
+            "2026-01-01 00:02:30+00",
+        )
+        health = await body(await session.get(f"{PREFIX}/health"), 200)
+        assert (health["status"], health["reasons"]) == (
+            "degraded", ["sync 'events' is stale: 50s behind its source, above max_lag 30s"]
+        )  # fmt: skip
+        assert await body(await session.get("/healthz"), 200) == {"status": "ok"}
+        await recording.until(lambda: recording.named("freshness", "events"))
 
-            await conn.execute("ALTER TABLE src.events ADD COLUMN note text DEFAULT 'n'")
-            await body(await session.post(f"{PREFIX}/start-sync"), 200)
-            await until_stale(False)
-            await recording.until(lambda: len(recording.named("freshness", "events")) == 2)
-            assert await body(await session.get(f"{PREFIX}/health"), 200) | {"endpoints": 0} == {
-                "status": "healthy", "module": "syncd", "endpoints": 0, "reasons": []
-            }  # fmt: skip
-            status = await body(await session.get(f"{PREFIX}/status"), 200)
-            recording.stop()
-    finally:
-        assert await daemon.stop() == 0
+        await conn.execute("ALTER TABLE src.events ADD COLUMN note text DEFAULT 'n'")
+        await body(await session.post(f"{PREFIX}/start-sync"), 200)
+        await until_stale(False)
+        await recording.until(lambda: len(recording.named("freshness", "events")) == 2)
+        assert await body(await session.get(f"{PREFIX}/health"), 200) | {"endpoints": 0} == {
+            "status": "healthy", "module": "syncd", "endpoints": 0, "reasons": []
+        }  # fmt: skip
+        status = await body(await session.get(f"{PREFIX}/status"), 200)
+        recording.stop()
 
     told = [
         (e["stale"], e["lag_seconds"], e["max_lag_seconds"])

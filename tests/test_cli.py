@@ -19,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.cli import build_parser
-from tests.helpers import create_items, fingerprint, living_demo, wait_for_value
+from tests.helpers import create_items, fingerprint, living_demo, spawn_sync, wait_for_value
 
 ITEMS = {
     "table": "src.items",
@@ -109,17 +109,7 @@ async def test_a_second_process_is_refused_with_exit_75_naming_the_holder(
 ) -> None:
     await create_items(conn, 20_000)
     _, path = make_config({"items": ITEMS | {"batch_size": 5}})
-    first = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syncd",
-        "-c",
-        str(path),
-        "sync",
-        "items",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    first = await spawn_sync(path, "items")
     try:
         holder = await wait_for_value(conn, "SELECT holder_pid FROM syncd.sync_state")
         assert holder == first.pid

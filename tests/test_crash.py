@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import sys
 
 import asyncpg
 
-from tests.helpers import create_items, fingerprint, wait_for_value
+from tests.helpers import create_items, fingerprint, spawn_sync, wait_for_value
 
 ITEMS = {
     "table": "src.items",
@@ -21,20 +20,6 @@ ITEMS = {
 KILLS = 5
 
 
-async def start_sync(path: object) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syncd",
-        "-c",
-        str(path),
-        "sync",
-        "items",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-
-
 async def kill_mid_run(conn: asyncpg.Connection, path: object, rng: random.Random) -> None:
     """Start a run, let it commit at least one batch, then SIGKILL it a random moment later."""
     before = (
@@ -42,7 +27,7 @@ async def kill_mid_run(conn: asyncpg.Connection, path: object, rng: random.Rando
         if await conn.fetchval("SELECT to_regclass('syncd.sync_state')")
         else 0
     )
-    process = await start_sync(path)
+    process = await spawn_sync(path, "items")
     await wait_for_value(conn, f"SELECT 1 FROM syncd.sync_state WHERE current_offset > {before}")
     await asyncio.sleep(rng.uniform(0, 0.1))
     process.send_signal(signal.SIGKILL)
@@ -62,7 +47,7 @@ async def test_kill_9_at_random_moments_loses_and_repeats_nothing(
         offset = await conn.fetchval("SELECT current_offset FROM syncd.sync_state")
         assert await conn.fetchval("SELECT count(*) FROM public.items") == offset
 
-    final = await start_sync(path)
+    final = await spawn_sync(path, "items")
     assert await final.wait() == 0
 
     source = await fingerprint(conn, "src.items")
@@ -89,6 +74,6 @@ async def test_kill_9_while_the_source_keeps_changing(
         )
         await create_items(conn, 100, start_id=100_000 + round_ * 100)
 
-    final = await start_sync(path)
+    final = await spawn_sync(path, "items")
     assert await final.wait() == 0
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")

@@ -14,7 +14,7 @@ import pytest
 from syncd.freshness import freshness, kind_of_cursor
 from tests.conftest import ConfigFactory
 from tests.daemon import Daemon
-from tests.helpers import EVENTS_SYNC, create_items, run_sync, write_events
+from tests.helpers import create_items, events_daemon, run_sync, write_events
 from tests.test_cli import syncd_async
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -92,14 +92,7 @@ async def test_a_run_reads_the_newest_cursor_in_the_source(
 async def test_the_lag_follows_a_writer_paused_and_resumed_and_a_stale_sync_is_told_once(
     conn: asyncpg.Connection, make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    await write_events(conn, range(1, 11))
-    _, path = make_config(
-        {"events": EVENTS_SYNC}, api={"host": "127.0.0.1", "port": 0}, freshness_interval="200ms"
-    )
-    daemon = Daemon(path, tmp_path)
-    await daemon.start()
-    try:
-        await daemon.wait_ready()
+    async with events_daemon(conn, make_config, tmp_path) as daemon:
         status, _ = await daemon.request("POST", "/api/batch-sync/start-sync")
         assert status == 200
         await wait_for_gauges(daemon, lag=0.0, stale=0.0)
@@ -111,15 +104,13 @@ async def test_the_lag_follows_a_writer_paused_and_resumed_and_a_stale_sync_is_t
             assert await gauges(daemon) == {"lag": 50.0, "stale": 1.0}
         await write_events(conn, range(16, 21))  # resumed
         await wait_for_gauges(daemon, lag=100.0, stale=1.0)
-        code, out, _ = await syncd_async(path, "status")
+        code, out, _ = await syncd_async(daemon.config, "status")
         assert code == 0
         assert re.search(r"^events .* 1m40s stale ", out, re.MULTILINE), out
 
         status, _ = await daemon.request("POST", "/api/batch-sync/start-sync")
         assert status == 200
         await wait_for_gauges(daemon, lag=0.0, stale=0.0)
-    finally:
-        assert await daemon.stop() == 0
 
     told = [
         (e["event"], e["lag_seconds"], e["synced_to"])

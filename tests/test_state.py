@@ -58,7 +58,7 @@ async def test_positions_saved_before_the_upgrade_survive_it(db: str) -> None:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         for version, name in enumerate(state._MIGRATIONS[:2], start=1):
-            await conn.execute(state._sql(name, "syncd"))
+            await conn.execute(state.sql_text(name, "syncd"))
             await conn.execute("INSERT INTO syncd.schema_version VALUES ($1)", version)
         await conn.execute(
             "INSERT INTO syncd.sync_state (sync_name, position)"

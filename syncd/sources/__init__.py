@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from syncd.config import OracleSourceConfig, PostgresSourceConfig, SyncConfig
 from syncd.errors import SourceError
@@ -71,7 +71,11 @@ class Window:
     def beyond(self, position: Position) -> Window:
         """The rest of this window after ``position``, where a batch ended."""
         return Window(
-            after=position, until=self.until, by_key=self.by_key, null_cursor=self.null_cursor
+            after=position,
+            until=self.until,
+            snapshot=self.snapshot,
+            by_key=self.by_key,
+            null_cursor=self.null_cursor,
         )
 
 
@@ -115,6 +119,20 @@ class RecordBatch:
 
 
 Batch = CopyBatch | RecordBatch
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How a parallel load reads the source: key ranges, at one snapshot, up to a cursor value."""
+
+    bounds: list[Position]
+    """The last key of each range but the last, ascending: range i holds the keys after
+    bound i-1 up to and including bound i; the last range runs to the end."""
+    since: str | None
+    """The newest cursor value the snapshot holds, where reading goes on after the load;
+    None without a cursor, or for an empty source."""
+    snapshot: str | None
+    """The snapshot every range is read at, while the planning source stays open."""
 
 
 def refuse_null_keys(label: str, counts: dict[str, int]) -> None:
@@ -167,6 +185,15 @@ class Source(Protocol):
         A streamed batch is read while the caller consumes it: the caller takes the
         next batch only after it has read the previous one's stream to the end.
         """
+        ...
+
+
+@runtime_checkable
+class PlansLoads(Protocol):
+    """A source that can split a load into key ranges read at one snapshot."""
+
+    def load_plan(self, rows_per_chunk: int) -> AbstractAsyncContextManager[LoadPlan]:
+        """The plan, in a snapshot that stays alive until the block ends."""
         ...
 
 

@@ -33,10 +33,20 @@ from syncd.sources import (
     Column,
     CopyBatch,
     Limits,
+    LoadPlan,
     Position,
     Shape,
+    SnapshotExpired,
     Window,
     refuse_null_keys,
+)
+from syncd.sources.postgres_plan import split_keys
+from syncd.sources.postgres_sql import (
+    DESCRIBE_SQL,
+    LEADING_INDEX_SQL,
+    PRIMARY_KEY_SQL,
+    batch_end_sql,
+    whole_window_end_sql,
 )
 from syncd.verify.postgres import Compared, PostgresSide
 
@@ -117,7 +127,8 @@ class PostgresSource:
         )
         return count
 
-    async def newest_cursor(self) -> str | None:
+    async def newest_cursor(self, where: str | None = None) -> str | None:
+        """The newest cursor value, of the rows that satisfy ``where`` if given."""
         cursor = self._sync.cursor
         if cursor is None:
             return None
@@ -125,10 +136,31 @@ class PostgresSource:
         # DESC NULLS FIRST is an (ASC NULLS LAST) index read backwards; NULLs are excluded.
         # Qualified, or ORDER BY would take the text cast of the select list.
         newest: str | None = await self._conn.fetchval(
-            f"SELECT {column}::text FROM {self._relation} WHERE {column} IS NOT NULL"
+            f"SELECT {column}::text FROM {self._relation}"
+            f" WHERE {column} IS NOT NULL AND {where or 'true'}"
             f" ORDER BY src.{column} DESC NULLS FIRST LIMIT 1"
         )
         return newest
+
+    @asynccontextmanager
+    async def load_plan(self, rows_per_chunk: int) -> AsyncIterator[LoadPlan]:
+        """Plan a parallel load in a snapshot exported from this connection, which lives
+        until the block ends: the newest cursor value in it, and key ranges of about
+        ``rows_per_chunk`` rows."""
+        described = await self._ensure_described()
+        key = described.shape.key
+        where = self._where(described, Window(by_key=True), _Values(inline=True))
+        async with self._conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await self._conn.fetchval("SELECT pg_export_snapshot()")
+            bounds = await split_keys(
+                self._conn,
+                self._relation,
+                key,
+                [described.cast_types[name] for name in key],
+                where,
+                rows_per_chunk,
+            )
+            yield LoadPlan(bounds=bounds, since=await self.newest_cursor(where), snapshot=snapshot)
 
     async def comparison(self) -> PostgresSide:
         described = await self._ensure_described()
@@ -159,7 +191,7 @@ class PostgresSource:
                 f"CREATE TEMPORARY VIEW syncd_describe AS SELECT * FROM {self._relation}"
             )
             table = TableName.parse(self._sync.table).sql if self._sync.table else None
-            attributes = await self._conn.fetch(_DESCRIBE_SQL, table)
+            attributes = await self._conn.fetch(DESCRIBE_SQL, table)
             key = tuple(self._sync.key) if self._sync.key else await self._primary_key()
         except asyncpg.PostgresError as exc:
             raise SourceError(f"cannot read {self._source_label}: {exc}") from None
@@ -241,7 +273,7 @@ class PostgresSource:
         if self._sync.table is None:
             return None
         table = TableName.parse(self._sync.table).sql
-        if await self._conn.fetchval(_LEADING_INDEX_SQL, table, order[0]):
+        if await self._conn.fetchval(LEADING_INDEX_SQL, table, order[0]):
             return None
         return f"CREATE INDEX ON {table} ({', '.join(map(quote_ident, order))})"
 
@@ -251,9 +283,7 @@ class PostgresSource:
         return "the sync's source query" if table is None else f"the source table {table}"
 
     async def _primary_key(self) -> tuple[str, ...]:
-        names = await self._conn.fetch(
-            _PRIMARY_KEY_SQL, TableName.parse(self._sync.table or "").sql
-        )
+        names = await self._conn.fetch(PRIMARY_KEY_SQL, TableName.parse(self._sync.table or "").sql)
         if not names:
             raise SourceError(
                 f"the source table {self._sync.table} has no primary key; name one with 'key'"
@@ -285,13 +315,15 @@ class PostgresSource:
             parameters = _Values(inline=False)
             where = self._where(described, window, parameters)
             if one_pass:
-                bound_sql_text = _whole_window_end_sql(self._relation, order, where)
+                bound_sql_text = whole_window_end_sql(self._relation, order, where)
             else:
                 byte_limit = parameters(limits.bytes, "bigint")
-                bound_sql_text = _batch_end_sql(
+                bound_sql_text = batch_end_sql(
                     self._relation, order, where, byte_limit, limits.rows
                 )
             async with self._conn.transaction(isolation="repeatable_read", readonly=True):
+                if window.snapshot is not None:
+                    await self._import_snapshot(window.snapshot)
                 bound = await self._conn.fetchrow(bound_sql_text, *parameters.args)
                 if bound is None:
                     return
@@ -321,6 +353,14 @@ class PostgresSource:
                 return
             window = window.beyond(end)
 
+    async def _import_snapshot(self, snapshot: str) -> None:
+        """Read this transaction at ``snapshot``, exported by a load's planner; it is gone
+        once the planner's transaction ended, and the caller must read at a fresh one."""
+        try:
+            await self._conn.execute(f"SET TRANSACTION SNAPSHOT {_literal(snapshot)}")
+        except asyncpg.InvalidParameterValueError as exc:
+            raise SnapshotExpired(f"the load's snapshot is gone: {exc}") from None
+
     async def _ensure_described(self) -> _Described:
         await self.describe()
         assert self._described is not None
@@ -348,10 +388,10 @@ class PostgresSource:
                 conditions.append(f"{cursor} < {now} - {values(self._sync.lag, 'interval')}")
         if window.cursor_from is not None and shape.cursor is not None:
             cast = described.cast_types[shape.cursor]
-            conditions.append(
-                f"{quote_ident(shape.cursor)} >= {values(window.cursor_from, f'text::{cast}')}"
-                f" - {values(window.lookback, 'interval')}"
-            )
+            since = values(window.cursor_from, f"text::{cast}")
+            if window.lookback is not None:
+                since += f" - {values(window.lookback, 'interval')}"
+            conditions.append(f"{quote_ident(shape.cursor)} >= {since}")
         elif window.after is not None:
             conditions.append(self._compare(described, order, ">", window.after, values))
         if window.until is not None:
@@ -412,86 +452,3 @@ def _literal(value: Any) -> str:
     elif value is None:
         return "NULL"
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _batch_end_sql(
-    relation: str, order: tuple[str, ...], where: str, byte_limit: str, rows: int
-) -> str:
-    """Where the next batch ends: after ``rows`` rows, or once the rows before one take
-    ``byte_limit``, each row's size as PostgreSQL builds it.
-
-    The limit is taken first, on the plain keyset query, which the planner serves from
-    the index however large the table; the sizes are summed over those rows alone. Put
-    the other way round, a window over the whole WHERE can make the planner sort all
-    the rows left for every batch.
-    """
-    columns = ", ".join(map(quote_ident, order))
-    ascending = ", ".join(f"{quote_ident(c)} ASC NULLS LAST" for c in order)
-    return (
-        f"WITH batch AS MATERIALIZED (SELECT {columns}, pg_column_size(src.*) AS size"
-        f" FROM {relation} WHERE {where} ORDER BY {ascending} LIMIT {int(rows)}),"
-        f" sized AS (SELECT {columns}, row_number() OVER w AS n,"
-        f" sum(size) OVER w - size AS bytes_before FROM batch"
-        f" WINDOW w AS (ORDER BY {ascending} ROWS UNBOUNDED PRECEDING))"
-        f" SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}, n,"
-        f" (SELECT count(*) FROM batch) AS available"
-        f" FROM sized WHERE bytes_before < {byte_limit} ORDER BY n DESC LIMIT 1"
-    )
-
-
-def _whole_window_end_sql(relation: str, order: tuple[str, ...], where: str) -> str:
-    """The last position of the whole window: one scan, where batches would need one each."""
-    # Qualified: the select list's text casts carry the same names, and ORDER BY would
-    # take those, sorting '900' after '1000'.
-    descending = ", ".join(f"src.{quote_ident(c)} DESC NULLS FIRST" for c in order)
-    return (
-        f"SELECT {', '.join(f'{quote_ident(c)}::text' for c in order)}"
-        f" FROM {relation} WHERE {where} ORDER BY {descending} LIMIT 1"
-    )
-
-
-# Types the target database may not have (enums, composites, domains over them, types
-# of extensions, arrays of any of these) travel as text; a domain over a built-in type
-# travels as that type. The target's own column types are applied when rows are written.
-_DESCRIBE_SQL = """
-SELECT a.attname,
-       format_type(a.atttypid, a.atttypmod) AS source_type,
-       CASE
-           WHEN t.typnamespace = 'pg_catalog'::regnamespace
-               THEN format_type(a.atttypid, a.atttypmod)
-           WHEN t.typtype = 'd' AND base.typnamespace = 'pg_catalog'::regnamespace
-               THEN format_type(t.typbasetype, t.typtypmod)
-           WHEN t.typcategory = 'A' THEN 'text[]'
-           ELSE 'text'
-       END AS wire_type,
-       coalesce(source_column.attnotnull, false) AS attnotnull
-  FROM pg_attribute a
-  JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_type base ON base.oid = t.typbasetype
-  LEFT JOIN pg_attribute source_column
-         ON $1::text IS NOT NULL
-        AND source_column.attrelid = to_regclass($1::text)
-        AND source_column.attname = a.attname AND NOT source_column.attisdropped
- WHERE a.attrelid = 'pg_temp.syncd_describe'::regclass
-   AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY a.attnum
-"""
-
-_LEADING_INDEX_SQL = """
-SELECT EXISTS (
-    SELECT 1
-      FROM pg_index i
-      JOIN pg_class c ON c.oid = i.indexrelid
-      JOIN pg_am am ON am.oid = c.relam
-      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-     WHERE i.indrelid = $1::regclass AND am.amname = 'btree' AND i.indisvalid
-       AND i.indpred IS NULL AND a.attname = $2)
-"""
-
-_PRIMARY_KEY_SQL = """
-SELECT a.attname
-  FROM pg_index i
-  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
- WHERE i.indrelid = $1::regclass AND i.indisprimary
- ORDER BY array_position(i.indkey::smallint[], a.attnum)
-"""

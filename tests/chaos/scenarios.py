@@ -80,9 +80,7 @@ async def kill9(p: Params) -> Result:
             await wait_progress(daemon)
             result.recovered(down + time.monotonic() - began)
             result.repetitions += 1
-        await final_catch_up(stage, daemon, result)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result)
+        await _wind_down(stage, daemon, result)
         await verify(
             stage, result, statuses={"succeeded", "interrupted"}, interrupted=killed,
             max_interrupted=p.kills,
@@ -122,9 +120,7 @@ async def sigterm(p: Params) -> Result:
             result.recovered(took + time.monotonic() - restarted)
             result.problems += await _resumed(stage, first, saved, i)
             result.repetitions += 1
-        await final_catch_up(stage, daemon, result)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result, grace_s=grace)
+        await _wind_down(stage, daemon, result, grace_s=grace)
         # A graceful stop records every run it stops: none may be left to mark interrupted.
         await verify(stage, result, statuses={"succeeded", "cancelled"})
         result.notes.append(f"{mid_run}/{p.kills} stops mid-run, slowest exit {slowest_stop:.2f} s")
@@ -242,10 +238,8 @@ async def target_restart(p: Params) -> Result:
     to 200, and nothing is lost. Alternates a clean restart (fast) and a crash (immediate)."""
     result = Result("target_restart")
     rng = p.rng("target_restart")
-    try:
-        cluster = await PrivateCluster.create()
-    except Unavailable as exc:
-        result.skipped = str(exc)
+    cluster = await _private_cluster(result)
+    if cluster is None:
         return result
     try:
         async with Stage("target_restart", p, target_server=cluster.server) as stage:
@@ -295,9 +289,7 @@ async def target_restart(p: Params) -> Result:
                 result.expect(mid_run, f"restart #{i + 1}: no run was mid-batch within 15 s")
                 result.repetitions += 1
             failed_at_start = len(daemon.events("run_failed"))
-            await final_catch_up(stage, daemon, result)
-            result.problems += problems_in_logs(daemon)
-            await stop_daemon(daemon, result)
+            await _wind_down(stage, daemon, result)
             await verify(stage, result, statuses={"succeeded"})
             result.notes.append(
                 f"{in_flight}/{p.restarts} restarts hit a run in flight (each retried and"
@@ -383,9 +375,7 @@ async def source_kill(p: Params) -> Result:
         retries = len(daemon.events("retrying"))
         failures = [e.get("error") for e in daemon.events("run_failed")]
         result.expect(not failures, f"runs failed instead of retrying: {failures[:3]}")
-        await final_catch_up(stage, daemon, result)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result)
+        await _wind_down(stage, daemon, result)
         await verify(stage, result, statuses={"succeeded"})
         result.notes.append(f"{retries} retries")
     return result
@@ -518,13 +508,45 @@ async def lock_timeout(p: Params) -> Result:
                 stage, failed["run_id"], reason, f"lock #{i + 1}"
             )
             result.repetitions += 1
-        await final_catch_up(stage, daemon, result)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result)
+        await _wind_down(stage, daemon, result)
         await verify(
             stage, result, statuses={"succeeded", "failed"}, failed_because=lambda e: reason in e
         )
     return result
+
+
+async def _private_cluster(result: Result) -> PrivateCluster | None:
+    """A PostgreSQL cluster of the scenario's own; None, the scenario skipped with the reason,
+    where this machine cannot make one."""
+    try:
+        return await PrivateCluster.create()
+    except Unavailable as exc:
+        result.skipped = str(exc)
+        return None
+
+
+async def _recovers(
+    daemon: Daemon, result: Result, failed: dict[str, Any], mend: Awaitable[object]
+) -> None:
+    """Once ``mend`` undoes the fault that failed a run, the sync makes progress again (how
+    soon is the recovery time) and a run completes."""
+    mending = time.monotonic()
+    at = now_utc()
+    await mend
+    await wait_progress(daemon, line_of(daemon, failed) + 1, after=at)
+    result.recovered(time.monotonic() - mending)
+    await wait_event(daemon, line_of(daemon, failed) + 1, ("run_finished",), within=300)
+    result.repetitions += 1
+
+
+async def _wind_down(
+    stage: Stage, daemon: Daemon, result: Result, *, token: str | None = None, grace_s: float = 10
+) -> None:
+    """How every scenario ends: the daemon catches up with the stopped writer, its log holds
+    no problem, and it stops cleanly."""
+    await final_catch_up(stage, daemon, result, token=token)
+    result.problems += problems_in_logs(daemon)
+    await stop_daemon(daemon, result, grace_s=grace_s)
 
 
 async def _error_recorded(stage: Stage, run_id: str, reason: str, when: str) -> list[str]:
@@ -547,10 +569,8 @@ async def disk_full(p: Params) -> Result:
     result = Result("disk_full")
     rng = p.rng("disk_full")
     reason = "No space left on device"
-    try:
-        cluster = await PrivateCluster.create()
-    except Unavailable as exc:
-        result.skipped = str(exc)
+    cluster = await _private_cluster(result)
+    if cluster is None:
         return result
     try:
         roomy = max(64 << 20, p.rows * 600)
@@ -589,17 +609,8 @@ async def disk_full(p: Params) -> Result:
                     stage, failed["run_id"], reason, f"full disk #{i + 1}"
                 )
                 result.problems += await boundary_check(stage, f"full disk #{i + 1}")
-                freed = time.monotonic()
-                at = now_utc()
-                await cluster.resize_tmpfs(space, roomy)
-                await wait_progress(daemon, line_of(daemon, failed) + 1, after=at)
-                result.recovered(time.monotonic() - freed)
-                # ... and a run completes after it.
-                await wait_event(daemon, line_of(daemon, failed) + 1, ("run_finished",), within=300)
-                result.repetitions += 1
-            await final_catch_up(stage, daemon, result)
-            result.problems += problems_in_logs(daemon)
-            await stop_daemon(daemon, result)
+                await _recovers(daemon, result, failed, cluster.resize_tmpfs(space, roomy))
+            await _wind_down(stage, daemon, result)
             await verify(
                 stage, result, statuses={"succeeded", "failed"},
                 failed_because=lambda e: reason in e,
@@ -668,21 +679,13 @@ async def poison(p: Params) -> Result:
                 status == 200 and f"id={key}" in (view.get("last_error") or ""),
                 f"poison #{i + 1}: /status does not show the error: {view.get('last_error')!r}",
             )
-            fixed = time.monotonic()
-            at = now_utc()
-            await stage.writer.change(
+            mend = stage.writer.change(
                 "UPDATE src.items SET amount = 1.25, version = version + 1,"
                 " updated_at = clock_timestamp() WHERE id = $1",
                 key,
             )
-            await wait_progress(daemon, line_of(daemon, failed) + 1, after=at)
-            result.recovered(time.monotonic() - fixed)
-            # ... and a run completes after it.
-            await wait_event(daemon, line_of(daemon, failed) + 1, ("run_finished",), within=300)
-            result.repetitions += 1
-        await final_catch_up(stage, daemon, result)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result)
+            await _recovers(daemon, result, failed, mend)
+        await _wind_down(stage, daemon, result)
         await verify(
             stage, result, statuses={"succeeded", "failed"},
             failed_because=lambda e: any(f"id={k}" in e and "'amount'" in e for k in poisoned),
@@ -774,9 +777,7 @@ async def http_abuse(p: Params) -> Result:
         statuses: dict[int | None, int] = {}
         for answer in answers:
             statuses[answer.status] = statuses.get(answer.status, 0) + 1
-        await final_catch_up(stage, daemon, result, token=TOKEN)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result)
+        await _wind_down(stage, daemon, result, token=TOKEN)
         await verify(stage, result, statuses={"succeeded"}, after_reset=True)
         result.notes.append(
             f"healthz max {figures['max_ms']} ms over {figures['probes']} probes;"
@@ -851,9 +852,7 @@ async def soak(p: Params) -> Result:
         )
         result.expect(fds[1] <= fds[0] + 2, f"open files grew from {fds[0]} to {fds[1]}")
         result.expect(conns[1] <= conns[0], f"connections grew from {conns[0]} to {conns[1]}")
-        await final_catch_up(stage, daemon, result)
-        result.problems += problems_in_logs(daemon)
-        await stop_daemon(daemon, result)
+        await _wind_down(stage, daemon, result)
         await verify(stage, result, statuses={"succeeded"})
         result.notes.append(
             f"{p.soak_s / 60:g} min, {runs} runs:"

@@ -1,0 +1,70 @@
+"""Splitting a PostgreSQL source's keys into ranges for a parallel load.
+
+A single integer key that fills its range densely is cut arithmetically between
+its minimum and maximum, which costs one index scan. Any other key (text,
+composite, or an integer with gaps so wide that equal spans would hold very
+unequal numbers of rows) is cut at quantiles: NTILE over the key order, one sort.
+Every statement runs in the load's snapshot, so the ranges describe exactly the
+rows the load reads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+
+from syncd.identifiers import quote_ident
+from syncd.sources import Position
+
+_INTEGER_TYPES = ("smallint", "integer", "bigint")
+DENSE_ENOUGH = 4
+"""An integer key spanning at most this many values per row is cut by min/max."""
+
+
+async def split_keys(
+    conn: asyncpg.Connection,
+    relation: str,
+    key: tuple[str, ...],
+    key_types: list[str],
+    where: str,
+    rows_per_chunk: int,
+) -> list[Position]:
+    """The last key of each range but the last, ascending, for ranges of about
+    ``rows_per_chunk`` rows of ``relation`` that satisfy ``where``."""
+    if len(key) == 1 and key_types[0] in _INTEGER_TYPES:
+        column = quote_ident(key[0])
+        row = await conn.fetchrow(
+            f"SELECT min({column}), max({column}), count(*) FROM {relation} WHERE {where}"
+        )
+        assert row is not None
+        low, high, rows = row
+        if rows == 0:
+            return []
+        chunks = math.ceil(rows / rows_per_chunk)
+        span = high - low + 1
+        if span <= DENSE_ENOUGH * rows:
+            step = math.ceil(span / chunks)
+            return [(str(low + i * step - 1),) for i in range(1, chunks) if low + i * step <= high]
+    else:
+        rows = await conn.fetchval(f"SELECT count(*) FROM {relation} WHERE {where}")
+        chunks = math.ceil(rows / rows_per_chunk)
+    if chunks <= 1:
+        return []
+    return await _quantiles(conn, relation, key, where, chunks)
+
+
+async def _quantiles(
+    conn: asyncpg.Connection, relation: str, key: tuple[str, ...], where: str, chunks: int
+) -> list[Position]:
+    columns = [quote_ident(name) for name in key]
+    ascending = ", ".join(f"{c} ASC NULLS LAST" for c in columns)
+    # Qualified: the select list's text casts carry the same names, and would sort as text.
+    descending = ", ".join(f"tiles.{c} DESC NULLS FIRST" for c in columns)
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (tile) {', '.join(f'tiles.{c}::text' for c in columns)}"
+        f" FROM (SELECT {', '.join(columns)}, ntile({int(chunks)}) OVER (ORDER BY {ascending})"
+        f" AS tile FROM {relation} WHERE {where}) AS tiles"
+        f" ORDER BY tile, {descending}"
+    )
+    return [tuple(row) for row in rows[:-1]]
