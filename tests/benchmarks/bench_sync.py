@@ -456,9 +456,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(checkpoint(target_dsn))
         initial = run_syncd(sync_cmd, workdir / "initial.jsonl")
         in_target = asyncio.run(count_rows(target_dsn, TARGET_TABLE))
-        if initial.rows_read != args.rows or in_target != args.rows:
+        # A parallel load reads the rows at its cursor value again once it is done.
+        if initial.rows_written != args.rows or in_target != args.rows:
             raise RuntimeError(
-                f"initial load read {initial.rows_read} rows, target holds {in_target},"
+                f"initial load wrote {initial.rows_written} rows, target holds {in_target},"
                 f" expected {args.rows}"
             )
         load_rate = args.rows / initial.wall_s
