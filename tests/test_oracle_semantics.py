@@ -21,6 +21,7 @@ import oracledb
 import pytest
 from structlog.testing import capture_logs
 
+from syncd.config import Config
 from syncd.errors import ConfigError, SourceError
 from syncd.sources import Limits, Window, open_source
 from syncd.sources import oracle as oracle_source
@@ -402,14 +403,19 @@ async def test_a_full_pass_by_compound_key_resumes_mid_pass(
 SNAPSHOT_SYNC = ITEMS | {"batch_size": 10, "snapshot": "scn"}
 
 
-async def test_a_resumed_pass_reads_the_snapshot_it_started_at(
-    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
-) -> None:
+async def _stopped_mid_pass(oracle: FakeOracle, make_config: Any) -> Config:
+    """A snapshot sync over 50 rows, stopped after two batches of its first pass."""
     await create_items(oracle, 50, "timestamp '2025-01-01'")
     config = configure(make_config, items=SNAPSHOT_SYNC)
     stop = asyncio.Event()
-
     await run_sync(config, "items", observer=Recorder(stop_after=2, stop=stop), stop=stop)
+    return config
+
+
+async def test_a_resumed_pass_reads_the_snapshot_it_started_at(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    config = await _stopped_mid_pass(oracle, make_config)
     scn = await conn.fetchval("SELECT snapshot FROM syncd.sync_state")
     assert scn is not None
     await conn.execute(
@@ -436,10 +442,7 @@ async def test_a_resumed_pass_reads_the_snapshot_it_started_at(
 async def test_an_expired_snapshot_restarts_the_pass_and_says_so(
     oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
 ) -> None:
-    await create_items(oracle, 50, "timestamp '2025-01-01'")
-    config = configure(make_config, items=SNAPSHOT_SYNC)
-    stop = asyncio.Event()
-    await run_sync(config, "items", observer=Recorder(stop_after=2, stop=stop), stop=stop)
+    config = await _stopped_mid_pass(oracle, make_config)
     await oracle.expire_snapshots()
 
     with capture_logs() as logs:

@@ -15,7 +15,16 @@ import sqlglot
 from syncd import pg
 from syncd.sources.oracle import Relation
 from syncd.verify.canonical import Kind, canonical_value, kind_of
-from syncd.verify.oracle import OracleColumn, bounds_sql, checksums_sql, hashes_sql
+from syncd.verify.oracle import (
+    OracleColumn,
+    bounds_sql,
+    checksums_sql,
+    hashes_sql,
+    null_keys_sql,
+    pending_sql,
+    reread_sql,
+    rows_sql,
+)
 from syncd.verify.postgres import canonical_sql
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -30,10 +39,20 @@ COLUMNS = [
     OracleColumn('"TOKEN"', Kind.BYTES),
     OracleColumn('"NOTES"', Kind.TEXT, lob=True),
 ]
+READ = Relation(
+    table='"CRM"."LINES"',
+    select=('"REGION"', '"LINE_NO"', '"AMOUNT"', 'SYS_EXTRACT_UTC("CLOSED_AT")'),
+    order=('"CLOSED_AT"', '"REGION"', '"LINE_NO"'),
+    cursor='"CLOSED_AT"',
+)
+"""As a run reads the table: by its cursor, then its key."""
 STATEMENTS = {
     "checksums": checksums_sql(KEYS, COLUMNS, 3, low=True, high=True),
     "bounds": bounds_sql(KEYS, 32, low=True, high=False),
     "hashes": hashes_sql(KEYS, COLUMNS, low=False, high=True),
+    "reread": reread_sql(KEYS, COLUMNS, 2, pending_sql(READ, position=True)),
+    "rows": rows_sql(READ, KEYS, 2),
+    "null_keys": null_keys_sql(KEYS),
 }
 
 

@@ -516,6 +516,8 @@ class _Described:
     cursor_is_time: bool
     zone_less: bool
     """The cursor is a DATE or TIMESTAMP: a wall-clock time in the application's zone."""
+    data_types: dict[str, str]
+    """Each column's Oracle type, as ALL_TAB_COLUMNS names it."""
 
 
 class OracleSource:
@@ -548,10 +550,21 @@ class OracleSource:
         return None if newest is None else position_text(newest)
 
     async def comparison(self) -> Side:
-        raise SourceError(
-            f"syncd verify cannot compare an Oracle source yet ({self._table}): only"
-            " PostgreSQL sources are verified"
+        # Imported here: the verify side builds on this module's relations.
+        from syncd.verify.oracle_side import OracleSide, OracleTable
+
+        described = await self._ensure_described()
+        by_key = described.keysets[True]
+        table = OracleTable(
+            described.shape,
+            described.data_types,
+            described.keysets[False].relation,
+            by_key.relation,
+            by_key.binds,
+            described.cursor_bind,
+            by_key.reader,
         )
+        return OracleSide(self._query, table, str(self._table))
 
     def abort(self) -> None:
         # Its calls unwind within RESET_S on their own; the session must not be reused.
@@ -652,6 +665,7 @@ class OracleSource:
             },
             cursor_is_time=cursor_is_time,
             zone_less=zone_less,
+            data_types={name: found[name][0] for name in chosen},
         )
 
     def _type(

@@ -132,9 +132,11 @@ def bounds_sql(keys: Relation, parts: int, low: bool, high: bool) -> str:
     )
     ranked = (
         f"SELECT {names}, part, ROW_NUMBER() OVER (PARTITION BY part ORDER BY {descending})"
-        f" AS tile_rank FROM ({tiles})"
+        f" AS tile_rank FROM ({tiles}) tiles"
     )
-    return f"SELECT {names} FROM ({ranked}) WHERE tile_rank = 1 ORDER BY part ASC NULLS LAST"
+    # Named, though Oracle needs no name for a subquery: so that the fake Oracle of the
+    # tests (PostgreSQL 15, which does) runs it too.
+    return f"SELECT {names} FROM ({ranked}) ranked WHERE tile_rank = 1 ORDER BY part ASC NULLS LAST"
 
 
 def hashes_sql(keys: Relation, columns: Sequence[OracleColumn], low: bool, high: bool) -> str:
@@ -144,3 +146,42 @@ def hashes_sql(keys: Relation, columns: Sequence[OracleColumn], low: bool, high:
         f"SELECT {', '.join(keys.order)}, {row_hash_sql(columns)} FROM {keys.table}"
         f"{_where(_within(keys, low, high))} ORDER BY {ascending}"
     )
+
+
+def _among(keys: Relation, count: int) -> str:
+    """The rows whose key is one of ``count`` keys, bound as :w{i}_1, :w{i}_2…"""
+    wanted = [[f":w{i}_{j}" for j in range(1, len(keys.order) + 1)] for i in range(count)]
+    if len(keys.order) == 1:
+        return f"{keys.order[0]} IN ({', '.join(key[0] for key in wanted)})"
+    tuples = ", ".join(f"({', '.join(key)})" for key in wanted)
+    return f"({', '.join(keys.order)}) IN ({tuples})"
+
+
+def pending_sql(relation: Relation, position: bool) -> str:
+    """1 for a row the next run copies: its cursor is past :position (bound as the
+    cursor's own type), or, with no ``position`` committed yet, any row; else 0. A NULL
+    cursor is past no position: such rows are read by key."""
+    if relation.cursor is None:
+        return "0"
+    if not position:
+        return "1"
+    return f"CASE WHEN {relation.cursor} > {relation.bind('position', 0)} THEN 1 ELSE 0 END"
+
+
+def reread_sql(keys: Relation, columns: Sequence[OracleColumn], count: int, pending: str) -> str:
+    """The key, hash and pending flag (``pending_sql``) of the rows with ``count`` keys."""
+    return (
+        f"SELECT {', '.join(keys.order)}, {row_hash_sql(columns)}, {pending}"
+        f" FROM {keys.table} WHERE {_among(keys, count)}"
+    )
+
+
+def rows_sql(relation: Relation, keys: Relation, count: int) -> str:
+    """The whole rows with ``count`` keys, selected as a run's batches select them."""
+    return f"SELECT {', '.join(relation.select)} FROM {keys.table} WHERE {_among(keys, count)}"
+
+
+def null_keys_sql(keys: Relation) -> str:
+    """How many rows have a NULL in a key column."""
+    either = " OR ".join(f"{k} IS NULL" for k in keys.order)
+    return f"SELECT COUNT(*) FROM {keys.table} WHERE {either}"

@@ -36,7 +36,7 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -210,6 +210,9 @@ class FakeOracle:
     fetch_waiting: asyncio.Event = field(default_factory=asyncio.Event)
     before_execute: Callable[[str], None] | None = None
     """Called with each SQL text first; may raise, as Oracle would."""
+    answer: Callable[[str], Awaitable[list[tuple[Any, ...]] | None]] | None = None
+    """Answers a statement in the database's place when it gives rows (None: the database
+    answers): for SQL that PostgreSQL cannot run, such as STANDARD_HASH."""
     acquire_error: Exception | None = None
     """Raised by pool.acquire(), as a refused connection or login would be."""
     acquire_gate: asyncio.Event | None = None
@@ -382,7 +385,12 @@ class FakeOracle:
             )
             if self.before_execute is not None:
                 self.before_execute(statement)
-            rows[:] = await self._run(statement, binds, dict(sizes), fetch_lobs, fetch_decimals)
+            answered = None if self.answer is None else await self.answer(statement)
+            if answered is None:
+                answered = await self._run(
+                    statement, binds, dict(sizes), fetch_lobs, fetch_decimals
+                )
+            rows[:] = answered
             self.statements[-1].rows_returned = len(rows)
             sizes.clear()
 
