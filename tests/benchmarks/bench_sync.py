@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +108,27 @@ async def admin_execute(server: str, *statements: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_databases(server: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A source and a target database of their own, as DSNs, dropped at the end whatever
+    happens."""
+    suffix = uuid.uuid4().hex[:10]
+    names = (f"{prefix}_src_{suffix}", f"{prefix}_tgt_{suffix}")
+    created: list[str] = []
+    try:
+        for name in names:
+            asyncio.run(admin_execute(server, f'CREATE DATABASE "{name}"'))
+            created.append(name)
+        yield dsn(server, names[0]), dsn(server, names[1])
+    finally:
+        if created:
+            asyncio.run(
+                admin_execute(
+                    server, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in created)
+                )
+            )
 
 
 async def create_source(source_dsn: str, rows: int) -> list[tuple[str, str]]:
