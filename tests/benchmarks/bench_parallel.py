@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,12 +45,11 @@ from bench_sync import (
     SYNC_NAME,
     TARGET_TABLE,
     SyncRun,
-    admin_execute,
     admin_execute_on,
     copy_out_sql,
     copy_pipe_psql,
     create_source,
-    dsn,
+    fresh_databases,
     reset_copy_table,
     run_syncd,
 )
@@ -173,14 +171,7 @@ def drift(runs: list[SyncRun]) -> float:
 
 
 def measure(args: argparse.Namespace, layout: str, workdir: Path) -> list[str]:
-    suffix = uuid.uuid4().hex[:10]
-    source_db, target_db = f"syncd_par_src_{suffix}", f"syncd_par_tgt_{suffix}"
-    source_dsn, target_dsn = dsn(args.server, source_db), dsn(args.server, target_db)
-    created: list[str] = []
-    try:
-        for name in (source_db, target_db):
-            asyncio.run(admin_execute(args.server, f'CREATE DATABASE "{name}"'))
-            created.append(name)
+    with fresh_databases(args.server, "syncd_par") as (source_dsn, target_dsn):
         columns = asyncio.run(create_source(source_dsn, args.rows))
         if layout == "shuffled-cursor":
             asyncio.run(scatter_cursor(source_dsn))
@@ -236,13 +227,6 @@ def measure(args: argparse.Namespace, layout: str, workdir: Path) -> list[str]:
             f" (parallel 2): {drift(loads_of_two):.2f} | |"
         )
         return lines
-    finally:
-        if created:
-            asyncio.run(
-                admin_execute(
-                    args.server, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in created)
-                )
-            )
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +108,27 @@ async def admin_execute(server: str, *statements: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_databases(server: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A source and a target database of their own, as DSNs, dropped at the end whatever
+    happens."""
+    suffix = uuid.uuid4().hex[:10]
+    names = (f"{prefix}_src_{suffix}", f"{prefix}_tgt_{suffix}")
+    created: list[str] = []
+    try:
+        for name in names:
+            asyncio.run(admin_execute(server, f'CREATE DATABASE "{name}"'))
+            created.append(name)
+        yield dsn(server, names[0]), dsn(server, names[1])
+    finally:
+        if created:
+            asyncio.run(
+                admin_execute(
+                    server, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in created)
+                )
+            )
 
 
 async def create_source(source_dsn: str, rows: int) -> list[tuple[str, str]]:
@@ -456,9 +478,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(checkpoint(target_dsn))
         initial = run_syncd(sync_cmd, workdir / "initial.jsonl")
         in_target = asyncio.run(count_rows(target_dsn, TARGET_TABLE))
-        if initial.rows_read != args.rows or in_target != args.rows:
+        # A parallel load reads the rows at its cursor value again once it is done.
+        if initial.rows_written != args.rows or in_target != args.rows:
             raise RuntimeError(
-                f"initial load read {initial.rows_read} rows, target holds {in_target},"
+                f"initial load wrote {initial.rows_written} rows, target holds {in_target},"
                 f" expected {args.rows}"
             )
         load_rate = args.rows / initial.wall_s
