@@ -36,9 +36,8 @@ from syncd.config import (
     SourceConfig,
     SyncConfig,
     TargetConfig,
-    format_duration,
-    load_config,
 )
+from syncd.configfile import load_config
 from syncd.demo import DEMO_MAX_LAG, DEMO_SCHEDULE, DEMO_SYNC, create_demo_source, demo_writer
 from syncd.engine import Engine, RunRequest
 from syncd.errors import ConfigError, SyncdError
@@ -52,6 +51,7 @@ from syncd.sources import check_source, open_source
 from syncd.sources.postgres import check_postgres
 from syncd.state import Position, StateStore
 from syncd.status import collect_status
+from syncd.units import format_duration
 
 EXIT_FAILED = 1
 EXIT_DIFFERENT = 3

@@ -1,23 +1,19 @@
-"""The configuration file: read once, checked strictly, frozen.
+"""What the configuration says: every key, its default and its check, as frozen models.
 
-Errors name the key path, what was expected and what was found, and never echo
-a secret. Anything else in syncd may trust a ``Config`` without re-checking it.
+``syncd.configfile`` reads them from the file. Anything else in syncd may trust a
+``Config`` without re-checking it.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from types import NoneType, UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -26,78 +22,14 @@ from pydantic import (
     Field,
     SecretStr,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
 from syncd.errors import ConfigError, UnknownSync
 from syncd.identifiers import TableName, quote_ident
 from syncd.redact import redact
-
-_DURATION = re.compile(r"(\d+)\s*(ms|[smhd])")
-_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_ENV_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-_SECRET_KEYS = ("password", "token", "dsn")
-
-
-def parse_duration(value: object) -> object:
-    """Read ``500ms``, ``30s``, ``15m``, ``1h``, ``2d`` or a combination such as ``1h30m``."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text or _DURATION.sub("", text).strip():
-        raise ValueError("expected a duration such as 30s, 15m, 1h or 2d")
-    total = timedelta()
-    for amount, unit in _DURATION.findall(text):
-        total += timedelta(**{_DURATION_UNITS[unit]: int(amount)})
-    return total
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest way to write ``value`` as parse_duration reads it: 90 minutes is 1h30m."""
-    remaining = round(value.total_seconds() * 1000)
-    parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        amount, remaining = divmod(remaining, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return "".join(parts) or "0s"
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-_SIZE = re.compile(r"(\d+)\s*(B|kB|KiB|MB|MiB|GB|GiB)?")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "kB": 10**3,
-    "KiB": 2**10,
-    "MB": 10**6,
-    "MiB": 2**20,
-    "GB": 10**9,
-    "GiB": 2**30,
-}
-
-
-def parse_size(value: object) -> object:
-    """Read a byte count: ``65536``, ``512kB``, ``64MB``, ``64MiB`` or ``1GiB``."""
-    if not isinstance(value, str):
-        return value
-    match = _SIZE.fullmatch(value.strip())
-    if match is None:
-        raise ValueError("expected a size such as 64MB, 512kB or 1GiB")
-    return int(match[1]) * _SIZE_UNITS[match[2]]
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
-
-
-def _positive_duration(value: timedelta) -> timedelta:
-    if value <= timedelta():
-        raise ValueError("expected a duration above zero")
-    return value
+from syncd.units import ByteSize, Duration, not_negative, positive_duration
 
 
 def _check_identifier(value: str) -> str:
@@ -158,7 +90,7 @@ class _Database(_Secrets):
     (or for a server that had no connection slot to take new ones again) before it fails."""
 
     _positive = field_validator("connect_timeout", "statement_timeout", "pool_timeout")(
-        _positive_duration
+        positive_duration
     )
 
 
@@ -227,12 +159,6 @@ class OracleSourceConfig(_Source):
 SourceConfig = Annotated[PostgresSourceConfig | OracleSourceConfig, Field(discriminator="kind")]
 
 
-def _not_negative(value: timedelta | None) -> timedelta | None:
-    if value is not None and value < timedelta():
-        raise ValueError("expected a duration of zero or more")
-    return value
-
-
 class EverySchedule(_Model):
     every: Duration
     offset: Duration | None = None
@@ -240,8 +166,8 @@ class EverySchedule(_Model):
     point of its own, drawn from its name, so that syncs with the same interval are
     spread across it instead of firing in the same second."""
 
-    _positive = field_validator("every")(_positive_duration)
-    _offset = field_validator("offset")(_not_negative)
+    _positive = field_validator("every")(positive_duration)
+    _offset = field_validator("offset")(not_negative)
 
     @model_validator(mode="after")
     def _offset_within(self) -> EverySchedule:
@@ -256,7 +182,7 @@ class CronSchedule(_Model):
     """How long after each time the cron expression names the sync fires; by default a
     point within the minute, drawn from its name, for the same reason as above."""
 
-    _offset = field_validator("offset")(_not_negative)
+    _offset = field_validator("offset")(not_negative)
 
     @field_validator("cron")
     @classmethod
@@ -323,7 +249,7 @@ class VerifyConfig(_Model):
     max_delete_rows: int = Field(default=10_000, ge=0)
     """... or more than this many rows."""
 
-    _every = field_validator("every")(lambda v: v if v is None else _positive_duration(v))
+    _every = field_validator("every")(lambda v: v if v is None else positive_duration(v))
 
 
 class SyncConfig(_Model):
@@ -368,8 +294,8 @@ class SyncConfig(_Model):
     _table = field_validator("table", "target_table")(
         lambda v: v if v is None else _check_table_name(v)
     )
-    _max_lag = field_validator("max_lag")(lambda v: v if v is None else _positive_duration(v))
-    _chunk_lease = field_validator("chunk_lease")(_positive_duration)
+    _max_lag = field_validator("max_lag")(lambda v: v if v is None else positive_duration(v))
+    _chunk_lease = field_validator("chunk_lease")(positive_duration)
 
     @field_validator("key", "columns")
     @classmethod
@@ -452,7 +378,7 @@ class Config(_Model):
     """How often the daemon asks the source of an idle sync for its newest cursor value,
     to tell how far behind the sync is; a run tells it anyway as it ends."""
 
-    _long_run = field_validator("long_run", "freshness_interval")(_positive_duration)
+    _long_run = field_validator("long_run", "freshness_interval")(positive_duration)
 
     @field_validator("syncs")
     @classmethod
@@ -519,190 +445,3 @@ def _dsn_password(dsn: str) -> str | None:
         return urlsplit(dsn).password
     except ValueError:
         return None
-
-
-def interpolate(value: Any, environ: dict[str, str] | os._Environ[str], path: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed document."""
-    if isinstance(value, dict):
-        return {
-            k: interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match["name"], match["default"]
-        if name in environ:
-            return environ[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"{path}: environment variable {name} is not set and has no default")
-
-    return _ENV_REFERENCE.sub(substitute, value)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
-
-    PyYAML keeps the last of two equal keys, so a second ``syncs:`` block would
-    silently replace the first, and so would a repeated key at any depth.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # '<<' brings in defaults that the keys beside it may override
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = first_seen.setdefault(key, key_node.start_mark)
-            except TypeError:
-                continue  # an unhashable key: PyYAML refuses it with a message of its own
-            if first is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    problem=f"the key {key!r} is given twice in one mapping"
-                    f" (first on line {first.line + 1})",
-                    problem_mark=key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, interpolate and validate the file at ``path``; raise ConfigError on any flaw."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
-    try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
-    if document is None:
-        raise ConfigError(f"{path}: the file holds no settings; it needs 'target' and 'syncs'")
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, found {_kind(document)}")
-    document = interpolate(document, os.environ if environ is None else environ)
-    try:
-        config = Config.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid configuration:\n" + describe(exc)) from None
-    if config.api.token is not None and not config.api.token.get_secret_value():
-        config = config.model_copy(update={"api": config.api.model_copy(update={"token": None})})
-    return config
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """Where the YAML went wrong and what PyYAML found, without its quote of the line,
-    which would show whatever that line holds, a password included."""
-    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
-        return "not valid YAML: " + " ".join(str(error).split())
-    where = f"line {error.problem_mark.line + 1}, column {error.problem_mark.column + 1}"
-    context = f" ({error.context})" if error.context else ""
-    return f"{where}: not valid YAML: {error.problem}{context}"
-
-
-def describe(error: ValidationError) -> str:
-    """One line per problem: key path, what was expected, what was found."""
-    lines = []
-    for item in error.errors(include_url=False):
-        keys, _ = _resolve(item["loc"])
-        location = ".".join(str(key) for key in keys)
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            unknown = str(keys[-1])
-            _, parent = _resolve(item["loc"][:-1])
-            valid = sorted(parent.model_fields) if parent is not None else []
-            message = f"unknown key {unknown!r}"
-            guess = difflib.get_close_matches(unknown, valid, n=1)
-            if guess:
-                message += f"; did you mean {guess[0]!r}?"
-            lines.append(f"  {location}: {message}")
-            continue
-        if item["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            # pydantic places a missing or unknown 'kind' at the source that lacks it.
-            location += "." + item["ctx"]["discriminator"].strip("'")
-        if item["type"] in ("missing", "union_tag_not_found"):
-            lines.append(f"  {location}: required key is missing")
-            continue
-        if item["type"] == "union_tag_invalid":
-            expected, found = item["ctx"]["expected_tags"], _shown(item["ctx"]["tag"])
-            lines.append(f"  {location}: expected one of {expected} (found {found})")
-            continue
-        if not keys:
-            # Config's own checks compare keys across the file, and each names its key path.
-            lines.append(f"  {message}")
-            continue
-        secret = any(key in str(keys[-1]) for key in _SECRET_KEYS)
-        # "found a mapping" tells something only where another type was expected; a check
-        # of a whole mapping or list names what is wrong with it in its own words.
-        of_a_whole = isinstance(item["input"], dict | list) and not item["type"].endswith("_type")
-        found = "" if secret or of_a_whole else f" (found {_shown(item['input'])})"
-        lines.append(f"  {location}: {message}{found}")
-    return "\n".join(lines)
-
-
-def _resolve(loc: Sequence[int | str]) -> tuple[list[int | str], type[BaseModel] | None]:
-    """The key path the user wrote, from pydantic's location (which also names the
-    member chosen in each tagged union), and the model whose mapping that path ends on."""
-    annotation: Any = Config
-    discriminator: object = None
-    keys: list[int | str] = []
-    remaining = list(loc)
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation, *metadata = get_args(annotation)
-            discriminator = next(
-                (m.discriminator for m in metadata if isinstance(m, FieldInfo)), None
-            )
-            continue
-        if get_origin(annotation) in (Union, UnionType):
-            members = [m for m in get_args(annotation) if m is not NoneType]
-            if len(members) == 1:  # X | None: pydantic names no member
-                annotation = members[0]
-                continue
-            by_tag = {_tag(member, discriminator): member for member in members}
-            if not remaining or remaining[0] not in by_tag:
-                break
-            annotation = by_tag[remaining.pop(0)]
-            continue
-        if not remaining:
-            break
-        part = remaining.pop(0)
-        keys.append(part)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(part))
-            annotation = None if field is None else field.annotation
-        elif get_origin(annotation) in (dict, list):
-            annotation = get_args(annotation)[-1]
-        else:
-            annotation = None
-    model = (
-        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    )
-    return keys + remaining, model
-
-
-def _tag(member: Any, discriminator: object) -> object:
-    """The name pydantic puts in a location for this member of a tagged union: its
-    ``Tag``, or the value of its discriminator field."""
-    if get_origin(member) is Annotated:
-        return next((m.tag for m in get_args(member)[1:] if isinstance(m, Tag)), None)
-    if isinstance(discriminator, str):
-        return get_args(member.model_fields[discriminator].annotation)[0]
-    return None
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, dict | list):
-        return _kind(value)
-    return redact(repr(value))
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return "a string" if isinstance(value, str) else type(value).__name__

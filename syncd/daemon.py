@@ -23,7 +23,8 @@ from aiohttp import web
 
 from syncd import logs, pg, retry
 from syncd.api import Services, create_app, unreachable_reason
-from syncd.config import ApiConfig, Config, RetryConfig, TargetConfig, load_config
+from syncd.config import ApiConfig, Config, RetryConfig, TargetConfig
+from syncd.configfile import load_config
 from syncd.errors import ConfigError, SyncdError, Unavailable
 from syncd.metrics import Metrics
 from syncd.notify import Notifier

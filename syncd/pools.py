@@ -36,10 +36,10 @@ from syncd.config import (
     RetryConfig,
     SyncConfig,
     TargetConfig,
-    format_duration,
 )
 from syncd.errors import Unavailable
 from syncd.sources import Source, open_source
+from syncd.units import format_duration
 
 if TYPE_CHECKING:
     import oracledb

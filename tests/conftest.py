@@ -15,7 +15,8 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from syncd.api import Services, create_app
-from syncd.config import Config, load_config
+from syncd.config import Config
+from syncd.configfile import load_config
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Backoff, Connections

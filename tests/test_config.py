@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import format_duration, load_config, parse_duration
+from syncd.configfile import load_config
 from syncd.errors import ConfigError
+from syncd.units import format_duration, parse_duration
 
 VALID = """
 target: {dsn: "postgresql://app:hunter2@db.example/app"}

@@ -245,7 +245,7 @@ async def test_a_repair_killed_half_way_is_run_again_to_equality(
 
 
 def test_the_verify_block_reads_a_bare_off_as_the_word(tmp_path) -> None:
-    from syncd.config import load_config
+    from syncd.configfile import load_config
 
     path = tmp_path / "config.yaml"
     path.write_text(

@@ -24,7 +24,7 @@ from syncd.api.http import (
     query_of,
     target_connection,
 )
-from syncd.config import CronSchedule, EverySchedule, format_duration
+from syncd.config import CronSchedule, EverySchedule
 from syncd.events import RunCounts
 from syncd.freshness import Freshness as FreshnessSeen
 from syncd.identifiers import TableName
@@ -59,6 +59,7 @@ from syncd.runner import Busy, LiveRun, NotAccepting
 from syncd.state import RunRecord
 from syncd.state import SchemaChange as RecordedChange
 from syncd.status import collect_status
+from syncd.units import format_duration
 from syncd.verify import history
 
 SEED_ENDPOINTS = [

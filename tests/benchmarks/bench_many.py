@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from syncd.config import parse_duration
+from syncd.units import parse_duration
 from tests.chaos.cluster import PrivateCluster
 from tests.daemon import Daemon
 from tests.many import Fleet, lags, make_fleet, watching

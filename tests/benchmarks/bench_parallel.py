@@ -33,11 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from bench_sync import (
     COPY_TABLE,
     CURSOR,
@@ -46,14 +44,14 @@ from bench_sync import (
     SYNC_NAME,
     TARGET_TABLE,
     SyncRun,
-    admin_execute,
     admin_execute_on,
     copy_out_sql,
     copy_pipe_psql,
     create_source,
-    dsn,
+    fresh_databases,
     reset_copy_table,
     run_syncd,
+    write_config,
 )
 
 from syncd.identifiers import TableName, quote_ident
@@ -115,25 +113,6 @@ def two_pipes(source_dsn: str, target_dsn: str, columns: list[tuple[str, str]], 
     return time.perf_counter() - started
 
 
-def write_config(path: Path, source_dsn: str, target_dsn: str, **sync: object) -> None:
-    config = {
-        "target": {"dsn": target_dsn},
-        "sources": {"bench": {"kind": "postgres", "dsn": source_dsn, "max_connections": 8}},
-        "syncs": {
-            SYNC_NAME: {
-                "source": "bench",
-                "table": SOURCE_TABLE,
-                "key": [KEY],
-                "cursor": CURSOR,
-                "target_table": TARGET_TABLE,
-                **sync,
-            }
-        },
-        "logging": {"level": "info", "format": "json"},
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
-
-
 def load(args: argparse.Namespace, workdir: Path, source_dsn: str, target_dsn: str,
          name: str, **sync: object) -> SyncRun:  # fmt: skip
     """A fresh initial load by ``syncd sync`` into an empty target."""
@@ -146,7 +125,8 @@ def load(args: argparse.Namespace, workdir: Path, source_dsn: str, target_dsn: s
         )
     )
     config_path = workdir / f"{name}.yaml"
-    write_config(config_path, source_dsn, target_dsn, **sync)
+    # Workers and the planner each hold a source connection.
+    write_config(config_path, source_dsn, target_dsn, {"max_connections": 8}, **sync)
     command = [args.syncd, "-c", str(config_path), "sync", SYNC_NAME]
     run = run_syncd(command, workdir / f"{name}.jsonl")
     if run.rows_written != args.rows:
@@ -173,14 +153,7 @@ def drift(runs: list[SyncRun]) -> float:
 
 
 def measure(args: argparse.Namespace, layout: str, workdir: Path) -> list[str]:
-    suffix = uuid.uuid4().hex[:10]
-    source_db, target_db = f"syncd_par_src_{suffix}", f"syncd_par_tgt_{suffix}"
-    source_dsn, target_dsn = dsn(args.server, source_db), dsn(args.server, target_db)
-    created: list[str] = []
-    try:
-        for name in (source_db, target_db):
-            asyncio.run(admin_execute(args.server, f'CREATE DATABASE "{name}"'))
-            created.append(name)
+    with fresh_databases(args.server, "syncd_par") as (source_dsn, target_dsn):
         columns = asyncio.run(create_source(source_dsn, args.rows))
         if layout == "shuffled-cursor":
             asyncio.run(scatter_cursor(source_dsn))
@@ -236,13 +209,6 @@ def measure(args: argparse.Namespace, layout: str, workdir: Path) -> list[str]:
             f" (parallel 2): {drift(loads_of_two):.2f} | |"
         )
         return lines
-    finally:
-        if created:
-            asyncio.run(
-                admin_execute(
-                    args.server, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in created)
-                )
-            )
 
 
 def main() -> None:

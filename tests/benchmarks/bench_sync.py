@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +108,27 @@ async def admin_execute(server: str, *statements: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_databases(server: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A source and a target database of their own, as DSNs, dropped at the end whatever
+    happens."""
+    suffix = uuid.uuid4().hex[:10]
+    names = (f"{prefix}_src_{suffix}", f"{prefix}_tgt_{suffix}")
+    created: list[str] = []
+    try:
+        for name in names:
+            asyncio.run(admin_execute(server, f'CREATE DATABASE "{name}"'))
+            created.append(name)
+        yield dsn(server, names[0]), dsn(server, names[1])
+    finally:
+        if created:
+            asyncio.run(
+                admin_execute(
+                    server, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in created)
+                )
+            )
 
 
 async def create_source(source_dsn: str, rows: int) -> list[tuple[str, str]]:
@@ -311,6 +333,29 @@ def run_syncd(command: list[str], log_path: Path) -> SyncRun:
     return run
 
 
+def write_config(
+    path: Path, source_dsn: str, target_dsn: str, source: dict[str, Any] | None = None, **sync: Any
+) -> None:
+    """The benchmark's config: the source table synced to the target, JSON logs at info;
+    ``source`` adds to the source's settings, ``sync`` to the sync's."""
+    config = {
+        "target": {"dsn": target_dsn},
+        "sources": {"bench": {"kind": "postgres", "dsn": source_dsn, **(source or {})}},
+        "syncs": {
+            SYNC_NAME: {
+                "source": "bench",
+                "table": SOURCE_TABLE,
+                "key": [KEY],
+                "cursor": CURSOR,
+                "target_table": TARGET_TABLE,
+                **sync,
+            }
+        },
+        "logging": {"level": "info", "format": "json"},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
+
+
 async def checkpoint(target_dsn: str) -> None:
     await admin_execute_on(target_dsn, "CHECKPOINT")
 
@@ -433,22 +478,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # (b) the initial load by syncd.
         config_path = workdir / "config.yaml"
-        config = {
-            "target": {"dsn": target_dsn, "state_schema": "syncd"},
-            "sources": {"bench": {"kind": "postgres", "dsn": source_dsn}},
-            "syncs": {
-                SYNC_NAME: {
-                    "source": "bench",
-                    "table": SOURCE_TABLE,
-                    "key": [KEY],
-                    "cursor": CURSOR,
-                    "target_table": TARGET_TABLE,
-                    "batch_size": args.batch_size,
-                }
-            },
-            "logging": {"level": "info", "format": "json"},
-        }
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
+        write_config(config_path, source_dsn, target_dsn, batch_size=args.batch_size)
         sync_cmd = [
             args.syncd, "-c", str(config_path), "sync", SYNC_NAME,
             "--batch-size", str(args.batch_size),
@@ -456,9 +486,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(checkpoint(target_dsn))
         initial = run_syncd(sync_cmd, workdir / "initial.jsonl")
         in_target = asyncio.run(count_rows(target_dsn, TARGET_TABLE))
-        if initial.rows_read != args.rows or in_target != args.rows:
+        # A parallel load reads the rows at its cursor value again once it is done.
+        if initial.rows_written != args.rows or in_target != args.rows:
             raise RuntimeError(
-                f"initial load read {initial.rows_read} rows, target holds {in_target},"
+                f"initial load wrote {initial.rows_written} rows, target holds {in_target},"
                 f" expected {args.rows}"
             )
         load_rate = args.rows / initial.wall_s

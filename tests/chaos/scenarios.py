@@ -700,7 +700,7 @@ async def poison(p: Params) -> Result:
 async def http_abuse(p: Params) -> Result:
     """Malformed requests, a burst of concurrent starts and slow clients, while /healthz is
     timed from another process: no 500, exactly one run from the burst, every error JSON
-    with a message, and /healthz under 100 ms throughout."""
+    with a message, and /healthz answering throughout (under 100 ms in the long version)."""
     result = Result("http_abuse")
     rng = p.rng("http_abuse")
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -758,11 +758,12 @@ async def http_abuse(p: Params) -> Result:
             figures["failure_count"] == 0,
             f"/healthz failed {figures['failure_count']} times: {figures['failures']}",
         )
-        result.expect(
-            figures["max_ms"] is not None and figures["max_ms"] < 100,
-            f"/healthz took up to {figures['max_ms']} ms"
-            f" ({figures['over_100ms']} probes over 100 ms)",
-        )
+        if p.healthz_bound_ms is not None:
+            result.expect(
+                figures["max_ms"] is not None and figures["max_ms"] < p.healthz_bound_ms,
+                f"/healthz took up to {figures['max_ms']} ms"
+                f" ({figures['over_100ms']} probes over 100 ms)",
+            )
         conn = await connect(stage.target_dsn)
         try:
             http_runs = await conn.fetchval(
