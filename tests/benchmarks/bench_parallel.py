@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from bench_sync import (
     COPY_TABLE,
     CURSOR,
@@ -52,6 +51,7 @@ from bench_sync import (
     fresh_databases,
     reset_copy_table,
     run_syncd,
+    write_config,
 )
 
 from syncd.identifiers import TableName, quote_ident
@@ -113,25 +113,6 @@ def two_pipes(source_dsn: str, target_dsn: str, columns: list[tuple[str, str]], 
     return time.perf_counter() - started
 
 
-def write_config(path: Path, source_dsn: str, target_dsn: str, **sync: object) -> None:
-    config = {
-        "target": {"dsn": target_dsn},
-        "sources": {"bench": {"kind": "postgres", "dsn": source_dsn, "max_connections": 8}},
-        "syncs": {
-            SYNC_NAME: {
-                "source": "bench",
-                "table": SOURCE_TABLE,
-                "key": [KEY],
-                "cursor": CURSOR,
-                "target_table": TARGET_TABLE,
-                **sync,
-            }
-        },
-        "logging": {"level": "info", "format": "json"},
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
-
-
 def load(args: argparse.Namespace, workdir: Path, source_dsn: str, target_dsn: str,
          name: str, **sync: object) -> SyncRun:  # fmt: skip
     """A fresh initial load by ``syncd sync`` into an empty target."""
@@ -144,7 +125,8 @@ def load(args: argparse.Namespace, workdir: Path, source_dsn: str, target_dsn: s
         )
     )
     config_path = workdir / f"{name}.yaml"
-    write_config(config_path, source_dsn, target_dsn, **sync)
+    # Workers and the planner each hold a source connection.
+    write_config(config_path, source_dsn, target_dsn, {"max_connections": 8}, **sync)
     command = [args.syncd, "-c", str(config_path), "sync", SYNC_NAME]
     run = run_syncd(command, workdir / f"{name}.jsonl")
     if run.rows_written != args.rows:

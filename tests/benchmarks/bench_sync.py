@@ -333,6 +333,29 @@ def run_syncd(command: list[str], log_path: Path) -> SyncRun:
     return run
 
 
+def write_config(
+    path: Path, source_dsn: str, target_dsn: str, source: dict[str, Any] | None = None, **sync: Any
+) -> None:
+    """The benchmark's config: the source table synced to the target, JSON logs at info;
+    ``source`` adds to the source's settings, ``sync`` to the sync's."""
+    config = {
+        "target": {"dsn": target_dsn},
+        "sources": {"bench": {"kind": "postgres", "dsn": source_dsn, **(source or {})}},
+        "syncs": {
+            SYNC_NAME: {
+                "source": "bench",
+                "table": SOURCE_TABLE,
+                "key": [KEY],
+                "cursor": CURSOR,
+                "target_table": TARGET_TABLE,
+                **sync,
+            }
+        },
+        "logging": {"level": "info", "format": "json"},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
+
+
 async def checkpoint(target_dsn: str) -> None:
     await admin_execute_on(target_dsn, "CHECKPOINT")
 
@@ -455,22 +478,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # (b) the initial load by syncd.
         config_path = workdir / "config.yaml"
-        config = {
-            "target": {"dsn": target_dsn, "state_schema": "syncd"},
-            "sources": {"bench": {"kind": "postgres", "dsn": source_dsn}},
-            "syncs": {
-                SYNC_NAME: {
-                    "source": "bench",
-                    "table": SOURCE_TABLE,
-                    "key": [KEY],
-                    "cursor": CURSOR,
-                    "target_table": TARGET_TABLE,
-                    "batch_size": args.batch_size,
-                }
-            },
-            "logging": {"level": "info", "format": "json"},
-        }
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
+        write_config(config_path, source_dsn, target_dsn, batch_size=args.batch_size)
         sync_cmd = [
             args.syncd, "-c", str(config_path), "sync", SYNC_NAME,
             "--batch-size", str(args.batch_size),
