@@ -272,6 +272,16 @@ class Backfill(Payload):
     )
 
 
+class LoadProgress(Payload):
+    """A parallel load of the sync, in progress or the last one, over every process."""
+
+    chunks: int
+    done: int
+    running: int
+    rows_read: int
+    instances: int = Field(description="Processes that committed batches of this load.")
+
+
 class SyncState(Payload):
     """Where a sync stands: its state as stored, and what this daemon knows of it live."""
 
@@ -316,6 +326,9 @@ class SyncState(Payload):
     verifying: bool = Field(default=False, description="A verify of the sync is going here.")
     backfill: Backfill | None = Field(
         default=None, description="null unless new columns are being filled in."
+    )
+    chunks: LoadProgress | None = Field(
+        default=None, description="null unless the sync has had a parallel load."
     )
 
 

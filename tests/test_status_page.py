@@ -23,6 +23,7 @@ from syncd.identifiers import TableName
 from syncd.verify.verifier import verify
 from tests.daemon import Daemon
 from tests.helpers import EVENTS_SYNC, create_items, living_demo, run_sync, write_events
+from tests.test_parallel_load import plan_load
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -530,5 +531,26 @@ async def test_a_backfill_under_way_and_the_last_verify_are_on_the_card(
             r"^Last verify, (just now|\d+ sec\. ago): found differences"
             r" \(0 missing, 0 extra, 140 different, 0 pending\); repaired: 140 copied, 0 deleted\.$"
         )
+    )
+    assert page.errors == []
+
+
+async def test_a_parallel_load_under_way_shows_its_chunks(
+    conn: asyncpg.Connection, make_config, start_daemon, visit
+) -> None:
+    await create_items(conn, 5000)
+    await conn.execute("ANALYZE src.items")
+    items = ITEMS | {"chunk_rows": 600, "parallel": 3}
+    config, _ = make_config({"items": items})
+    await plan_load(conn, config.syncs["items"])  # a load planned, no chunk taken yet
+    daemon = await start_daemon({"items": items})
+
+    _, status = await daemon.request("GET", "/api/batch-sync/status?sync_name=items")
+    assert status["chunks"] == {
+        "chunks": 9, "done": 0, "running": 0, "rows_read": 0, "instances": 0,
+    }  # fmt: skip
+    page = await visit(daemon.url)
+    await expect(page.field("items", "work").locator("li")).to_have_text(
+        ["Parallel load: 0 of 9 chunks done, 0 in progress, 0 rows read"]
     )
     assert page.errors == []

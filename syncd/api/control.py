@@ -24,6 +24,7 @@ from syncd.api.http import (
     query_of,
     target_connection,
 )
+from syncd.chunks import ChunkStore
 from syncd.config import CronSchedule, EverySchedule
 from syncd.events import RunCounts
 from syncd.freshness import Freshness as FreshnessSeen
@@ -35,6 +36,7 @@ from syncd.payload import (
     Freshness,
     Health,
     LastVerify,
+    LoadProgress,
     NameBody,
     NameQuery,
     PoolUse,
@@ -174,6 +176,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         )
         last_verify = await history.last(conn, services.store.schema, name)
         changes = await services.store.schema_changes(conn, name, RECENT_SCHEMA_CHANGES)
+        load = (await ChunkStore(services.store.schema).progress(conn, name)).get(name)
     seen = services.watch.freshness(name) if services.watch else None
     live = services.runner.live(name)
     queued = services.runner.queued(name)
@@ -198,6 +201,7 @@ async def _sync_state(request: web.Request, name: str | None) -> SyncState:
         freshness=Freshness(**asdict(seen)) if seen else None,
         schema_changes=[_schema_change(change) for change in changes],
         verifying=services.verifications is not None and services.verifications.going(name),
+        chunks=None if load is None else LoadProgress(**asdict(load)),
     )
 
 
