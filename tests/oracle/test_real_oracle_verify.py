@@ -1,6 +1,7 @@
 """Verify's Oracle SQL against a real Oracle Database: each row's hash, as Oracle computes
 it with ``syncd.verify.oracle``, is the Python reference's hash of the row as syncd loaded
-it into PostgreSQL. Run with ``pytest -m oracle`` (see test_real_oracle.py)."""
+it into PostgreSQL; and ``syncd verify`` of an Oracle source finds and repairs each kind
+of difference. Run with ``pytest -m oracle`` (see test_real_oracle.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from syncd import pg
 from syncd.sources.oracle import Relation
 from syncd.verify.canonical import Kind, kind_of, row_hash
 from syncd.verify.oracle import OracleColumn, hashes_sql
+from syncd.verify.verifier import verify
 from tests.helpers import run_sync
 from tests.oracle.test_real_oracle import configure, oracle, pytestmark, recreate, run
 
@@ -81,3 +83,64 @@ async def test_oracle_s_row_hashes_are_the_reference_s_of_the_loaded_rows(
     kinds = [kind_of(types[name]) for name in names]
     assert kinds == [c.kind for c in COLUMNS]
     assert in_oracle == {row["id"]: row_hash(list(row), kinds) for row in rows}
+
+
+LINES_DDL = """
+CREATE TABLE SYNCD_VERIFY_LINES (
+    REGION VARCHAR2(4), LINE_NO NUMBER(9), AMOUNT NUMBER(12,2), UPDATED TIMESTAMP(6),
+    NOTES CLOB, TOKEN RAW(8), PRIMARY KEY (REGION, LINE_NO)
+)"""
+LINES_ROWS = """
+INSERT INTO SYNCD_VERIFY_LINES
+SELECT DECODE(MOD(LEVEL, 4), 0, 'a', 1, 'B', 2, 'b', 'A'), LEVEL, LEVEL / 4,
+       TIMESTAMP '2025-01-01 00:00:00' + NUMTODSINTERVAL(LEVEL, 'SECOND'),
+       TO_CLOB('line ' || LEVEL), HEXTORAW(LPAD(TO_CHAR(LEVEL, 'FMXXXX'), 4, '0'))
+  FROM DUAL CONNECT BY LEVEL <= 3000"""
+
+
+def kinds(report: Any) -> dict[str, list[list[str]]]:
+    """Each kind's keys, sorted by code point: binary order, as both databases compare."""
+    document = report.as_json()
+    return {k: sorted(document[k]["keys"]) for k in ("missing", "extra", "different", "pending")}
+
+
+async def test_an_oracle_source_is_verified_and_repaired_to_equality(
+    oracle: oracledb.AsyncConnection, conn: asyncpg.Connection, db: str, make_config: Any
+) -> None:
+    await recreate(oracle, "SYNCD_VERIFY_LINES", LINES_DDL)
+    await run(oracle, LINES_ROWS)
+    config = configure(
+        make_config, "SYNCD_VERIFY_LINES", cursor="UPDATED", verify={"deletes": "hard"}
+    )
+    assert (await run_sync(config, "t")).status == "succeeded"
+    assert (await verify(config, "t")).equal, "the rows syncd loaded hash alike in Oracle"
+
+    target = await pg.connect(db, None)
+    try:
+        await target.execute(
+            "DELETE FROM public.syncd_verify_lines WHERE line_no IN (7, 1001);"
+            " UPDATE public.syncd_verify_lines SET amount = amount + 1 WHERE line_no = 12;"
+            " UPDATE public.syncd_verify_lines SET notes = 'x' WHERE line_no = 2002;"
+            " INSERT INTO public.syncd_verify_lines (region, line_no, amount) VALUES ('Z', 1, 1)"
+        )
+    finally:
+        await target.close()
+    await run(
+        oracle,
+        "UPDATE SYNCD_VERIFY_LINES SET AMOUNT = 0, UPDATED = SYSTIMESTAMP WHERE LINE_NO = 30",
+    )
+
+    found = kinds(await verify(config, "t"))
+
+    assert found == {
+        "missing": [["A", "7"], ["B", "1001"]],
+        "extra": [["Z", "1"]],
+        "different": [["a", "12"], ["b", "2002"]],
+        "pending": [["b", "30"]],
+    }
+
+    repaired = await verify(config, "t", repair_too=True)
+
+    assert repaired.as_json()["repaired"] == {"copied": 4, "deleted": 1, "deletes_refused": None}
+    assert (await run_sync(config, "t")).status == "succeeded"
+    assert (await verify(config, "t")).equal
