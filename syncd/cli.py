@@ -33,13 +33,14 @@ from syncd.config import (
 )
 from syncd.configfile import load_config
 from syncd.demo import DEMO_MAX_LAG, DEMO_SCHEDULE, DEMO_SYNC, create_demo_source, demo_writer
-from syncd.engine import Engine, RunRequest
+from syncd.engine import Engine
 from syncd.errors import ConfigError, SyncdError
 from syncd.freshness import Freshness, freshness, read_newest
 from syncd.identifiers import TableName
 from syncd.pools import OwnConnections
 from syncd.progress import TerminalProgress
 from syncd.redact import redact, scrub
+from syncd.runs import RunRequest
 from syncd.state import Position, StateStore
 from syncd.status import collect_status
 from syncd.units import format_duration

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -28,8 +26,10 @@ from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.freshness import kind_of_cursor
 from syncd.load import LoadObserver, ParallelLoad
 from syncd.parts import Part
+from syncd.phases import Phase, after_load, plan_phases
 from syncd.pools import Connector, OwnConnections
 from syncd.redact import scrub
+from syncd.runs import BatchReport, RunObserver, RunRequest, RunResult
 from syncd.sources import (
     Batch,
     Limits,
@@ -42,93 +42,17 @@ from syncd.sources import (
 )
 from syncd.state import StateStore, SyncState
 from syncd.target import DirectCopyConflict, TargetTable
+from syncd.writer import RunWriter
 
 log = structlog.get_logger("syncd.engine")
 
 FETCHER_UNWIND_S = 1.0
 """How long a cancelled fetcher may take to unwind before its source connection is
 aborted under it (and as long again after that)."""
-CLOSE_S = 10.0
-"""How long the run's final bookkeeping may take before it is given up on."""
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    sync_name: str
-    trigger: str = "cli"
-    batch_size: int | None = None
-    full_refresh: bool = False
-    run_id: str = field(default_factory=new_run_id)
-    backfill_batches: int | None = None
-    """At most this many backfill batches in this run, so a daemon keeps its schedule
-    while a big table is filled in; None goes on to the end."""
-    part: Part | None = None
-    """Read only this part of the sync, unlocked, recording batches in its ledger."""
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    sync_name: str
-    status: str = "running"
-    batches: int = 0
-    rows_read: int = 0
-    rows_written: int = 0
-    error: str | None = None
-    missing_index: str | None = None
-    """The CREATE INDEX the source lacks for reading by batches, when it lacks one."""
-    schema_changes: list[str] = field(default_factory=list)
-    """What the run did about each change of the source's columns: added, widened…"""
-    source_newest: str | None = None
-    """The newest cursor value in the source when the run ended."""
-    cursor_kind: str | None = None
-    """What the cursor's values measure, for freshness: see ``kind_of_cursor``."""
-    backfill_remaining: bool = False
-    """The run stopped its backfill at its budget of batches: a later run goes on with it."""
-
-    @property
-    def rows_unchanged(self) -> int:
-        return self.rows_read - self.rows_written
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    sync_name: str
-    run_id: str
-    rows: int
-    rows_written: int
-    position: Position | None
-    duration_s: float
-    run_rows_read: int
-    run_rows_per_s: float
-    rows_estimate: int | None
-    """About how many rows the run reads in all: never fewer than it has read."""
-
-
-class RunObserver(Protocol):
-    def run_started(self, sync_name: str, run_id: str, rows_estimate: int | None) -> None: ...
-
-    def batch_committed(self, report: BatchReport) -> None: ...
 
 
 class _StopRequested(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class _Phase:
-    window: Window
-    pinned: Position | None = None
-    """Stored instead of each batch's end while re-reading below the saved position."""
-    final: bool = True
-    backfill: bool = False
-    """Reads the whole table by key to fill in new columns; keeps a position of its own."""
-    nulls: bool = False
-    """Reads the rows whose cursor is NULL, by key; the saved position stays ``pinned``."""
 
 
 class Engine:
@@ -193,7 +117,7 @@ class _Run:
         self.request = request
         self.limits = Limits(rows=request.batch_size or sync.batch_size, bytes=sync.batch_bytes)
         self.result = RunResult(run_id=request.run_id, sync_name=name)
-        self.writer = _Writer(engine, name, request)
+        self.writer = RunWriter(engine, name, request)
         self.started = time.monotonic()
         self.lookback_done = False
         self.direct_allowed = True
@@ -289,7 +213,7 @@ class _Run:
             await table.prepare(conn)
             part = self.request.part
             direct = part.direct and self.direct_allowed
-            await self._phase(source, table, _Phase(part.window, final=False), direct)
+            await self._phase(source, table, Phase(part.window, final=False), direct)
             return
         followed = await self._follow_schema(shape, state)
         table = self._table(shape, followed.ignored, followed.dropped)
@@ -301,7 +225,7 @@ class _Run:
         state = await self.store.load(conn, self.name)
         full_refresh = self.request.full_refresh and self.result.batches == 0
         fall_back = self._fall_back(shape, state)
-        phases = _plan(state, self.sync, full_refresh, self.lookback_done, fall_back)
+        phases = plan_phases(state, self.sync, full_refresh, self.lookback_done, fall_back)
         if self.rows_estimate is None:
             self.rows_estimate = await source.estimate_rows(phases[-1].window)
             if self.engine.observer is not None:
@@ -309,12 +233,12 @@ class _Run:
         nulls = await _rows_without_cursor(source, self.sync)
         direct = self.direct_allowed and await table.is_empty(conn)
         if (
-            phases == [_Phase(Window())]
+            phases == [Phase(Window())]
             and isinstance(source, PlansLoads)
             and await self._load_in_parts(source, direct)
         ):
             state = await self.store.load(conn, self.name)
-            phases, direct = _after_load(state, self.sync), False
+            phases, direct = after_load(state, self.sync), False
         for phase in phases:
             await self._phase(source, table, phase, direct)
             direct = False
@@ -323,10 +247,10 @@ class _Run:
         if nulls:
             # Last, and final: the run is complete once these are read too.
             without_cursor = Window(by_key=True, null_cursor=True)
-            phase = _Phase(without_cursor, pinned=state.position, nulls=True)
+            phase = Phase(without_cursor, pinned=state.position, nulls=True)
             await self._phase(source, table, phase, direct=False)
         if state.backfill_columns:
-            backfill = _Phase(Window(after=state.backfill_position, by_key=True), backfill=True)
+            backfill = Phase(Window(after=state.backfill_position, by_key=True), backfill=True)
             await self._phase(source, table, backfill, direct=False)
         # One look at the end of the index, while the source is at hand: for freshness.
         self.result.source_newest = await source.newest_cursor()
@@ -441,7 +365,7 @@ class _Run:
             log.info("clock_fell_back", zone=zone, rereads=str(gap), since=state.position[0])
         return gap
 
-    async def _phase(self, source: Source, table: TargetTable, phase: _Phase, direct: bool) -> None:
+    async def _phase(self, source: Source, table: TargetTable, phase: Phase, direct: bool) -> None:
         """Write one phase's batches while the next is fetched."""
         handed_over: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
         fetcher = asyncio.create_task(
@@ -513,7 +437,7 @@ class _Run:
         )
 
     async def _commit(
-        self, table: TargetTable, batch: Batch, phase: _Phase, complete: bool, direct: bool
+        self, table: TargetTable, batch: Batch, phase: Phase, complete: bool, direct: bool
     ) -> None:
         """The batch's rows, position and counters in one transaction."""
         conn = self.writer.conn
@@ -585,13 +509,6 @@ async def _write(
         ) from None
 
 
-def _after_load(state: SyncState, sync: SyncConfig) -> list[_Phase]:
-    """What a run reads once its parallel load is done: on from the load's cursor value."""
-    if sync.cursor is None or state.since is None:
-        return []
-    return [_Phase(Window(cursor_from=state.since, lookback=sync.lookback))]
-
-
 async def _rows_without_cursor(source: Source, sync: SyncConfig) -> int:
     """How many rows a run reads by key because their cursor is NULL; null_cursor: fail
     refuses the run while there are any, before anything is written."""
@@ -611,119 +528,3 @@ async def _rows_without_cursor(source: Source, sync: SyncConfig) -> int:
 
 def _history(changes: list[schema.Change]) -> list[tuple[str, str, str | None, str | None, str]]:
     return [(c.column, c.change, c.old_type, c.new_type, c.action) for c in changes]
-
-
-def _plan(
-    state: SyncState,
-    sync: SyncConfig,
-    full_refresh: bool,
-    lookback_done: bool,
-    fall_back: timedelta = timedelta(),
-) -> list[_Phase]:
-    """Where this attempt starts reading, as one or two keyset windows. ``fall_back`` is
-    how far the cursor's clock was set back since the saved position: the stamps of that
-    time repeat below it, and are re-read with the lookback."""
-    position = state.position
-    if full_refresh or (sync.cursor is None and state.is_complete):
-        position = None
-    if position is None and not full_refresh and state.since is not None:
-        return _after_load(state, sync)
-    if position is None:
-        return [_Phase(Window())]
-    if sync.cursor is None:
-        return [_Phase(Window(after=position, snapshot=state.snapshot))]
-    lookback = (sync.lookback or timedelta()) + fall_back
-    if lookback and not lookback_done:
-        # Re-read the lookback window up to the saved position without moving it back,
-        # so a crash during the re-read repeats the same window instead of drifting.
-        reread = Window(cursor_from=position[0], lookback=lookback, until=position)
-        return [_Phase(reread, pinned=position, final=False), _Phase(Window(after=position))]
-    return [_Phase(Window(after=position))]
-
-
-class _Writer:
-    """The target connection that holds the sync's lock and writes its batches."""
-
-    def __init__(self, engine: Engine, sync_name: str, request: RunRequest) -> None:
-        self._engine = engine
-        self._sync_name = sync_name
-        self._request = request
-        self._conn: asyncpg.Connection | None = None
-        self._claimed = False
-        """Whether this run ever held the lock, and so has a run record to finish."""
-
-    @property
-    def conn(self) -> asyncpg.Connection:
-        assert self._conn is not None
-        return self._conn
-
-    @property
-    def lost(self) -> bool:
-        return self._conn is None or self._conn.is_closed()
-
-    async def ensure_open(self) -> bool:
-        """Connect and take the sync's lock, again after a lost connection; the first
-        time, also bring the state schema up to date and record the run, and say so."""
-        if not self.lost:
-            return False
-        await self._drop()
-        first = not self._claimed
-        store = self._engine.store
-        conn = await self._engine.connect_target()
-        if self._request.part is not None:
-            self._conn = conn  # a part's reader holds no lock and keeps no run record
-            return False
-        try:
-            if first:
-                await store.migrate(conn)
-            await store.claim(conn, self._sync_name, self._request.run_id)
-            if first:
-                await store.start_run(
-                    conn, self._sync_name, self._request.run_id, self._request.trigger
-                )
-        except BaseException:
-            await self._engine.connections.give_back_target(conn, clean=False)
-            raise
-        self._conn, self._claimed = conn, True
-        return first
-
-    async def discard_if_unusable(self, failure: Exception) -> None:
-        """Drop the connection (and the lock with it) if the failure left it untrustworthy:
-        still in a transaction because the rollback failed too, or with asyncpg's protocol
-        in a confused state. The next attempt then reconnects and claims the lock again."""
-        conn = self._conn
-        if conn is None or conn.is_closed():
-            return
-        if conn.is_in_transaction() or isinstance(failure, retry.UNUSABLE_CONNECTION):
-            await self._drop()
-
-    async def close(self, result: RunResult) -> None:
-        """Record how the run ended and let the lock go. Never raises: a failure here is
-        logged, and must not take the place of the run's own outcome."""
-        try:
-            async with asyncio.timeout(CLOSE_S):
-                await self._finish(result)
-        except Exception as exc:
-            log.warning("run_record_not_saved", error=self._engine.describe_error(exc))
-        finally:
-            await self._drop()
-
-    async def _finish(self, result: RunResult) -> None:
-        if not self._claimed:
-            return
-        store = self._engine.store
-        conn = self._conn
-        if conn is None or conn.is_closed() or conn.is_in_transaction():
-            await self._drop()
-            conn = self._conn = await self._engine.connect_target()
-        await store.finish_run(conn, self._sync_name, result.run_id, result.status, result.error)
-        await store.release(conn, self._sync_name, result.run_id)
-        # The lock is released and no transaction is open: the session may serve again.
-        self._conn = None
-        await self._engine.connections.give_back_target(conn, clean=True)
-
-    async def _drop(self) -> None:
-        """Give the connection up as unusable: it is closed, and the lock goes with it."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._engine.connections.give_back_target(conn, clean=False)

@@ -15,8 +15,9 @@ import structlog
 
 from syncd.chunks import ChunkStore
 from syncd.config import SyncConfig
-from syncd.engine import Engine, RunRequest, RunResult
+from syncd.engine import Engine
 from syncd.load import LoadObserver, ParallelLoad
+from syncd.runs import RunRequest, RunResult
 
 log = structlog.get_logger("syncd.helping")
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -24,10 +23,8 @@ from syncd.chunks import ChunkStore, Claim, Fenced, Load, instance
 from syncd.config import SyncConfig
 from syncd.parts import Part
 from syncd.pg import Conn
+from syncd.runs import BatchReport, RunObserver, RunResult
 from syncd.sources import PlansLoads, Position, Window
-
-if TYPE_CHECKING:
-    from syncd.engine import BatchReport, RunObserver, RunResult
 
 log = structlog.get_logger("syncd.load")
 

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 from syncd.chunks import Progress
-from syncd.engine import BatchReport, RunResult
 from syncd.freshness import Freshness
 from syncd.pools import PoolUse
+from syncd.runs import BatchReport, RunResult
 
 
 class Metrics:

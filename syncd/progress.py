@@ -6,7 +6,7 @@ import sys
 
 from tqdm import tqdm
 
-from syncd.engine import BatchReport
+from syncd.runs import BatchReport
 
 
 class TerminalProgress:

@@ -28,12 +28,13 @@ from typing import Any, Literal
 import structlog
 
 from syncd.config import Config
-from syncd.engine import BatchReport, Engine, RunRequest, RunResult, new_run_id
+from syncd.engine import Engine
 from syncd.errors import AlreadyRunning, SyncdError, Unavailable
 from syncd.helping import help_load
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Connections
+from syncd.runs import BatchReport, RunRequest, RunResult, new_run_id
 
 log = structlog.get_logger("syncd.runner")
 

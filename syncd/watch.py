@@ -21,12 +21,12 @@ import structlog
 
 from syncd.chunks import ChunkStore
 from syncd.config import SyncConfig
-from syncd.engine import RunResult
 from syncd.freshness import READ_BOUND_S, Freshness, freshness, read_newest
 from syncd.metrics import Metrics
 from syncd.pools import Connections
 from syncd.redact import scrub
 from syncd.runner import Runner
+from syncd.runs import RunResult
 from syncd.state import StateStore
 
 log = structlog.get_logger("syncd.watch")

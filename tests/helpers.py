@@ -17,7 +17,8 @@ import asyncpg
 import yaml
 
 from syncd.config import Config
-from syncd.engine import BatchReport, Engine, RunRequest, RunResult
+from syncd.engine import Engine
+from syncd.runs import BatchReport, RunRequest, RunResult
 from tests.daemon import Daemon
 
 ITEMS_DDL = """

@@ -160,10 +160,10 @@ def test_the_dashboard_and_the_rules_name_only_metrics_syncd_exports() -> None:
 
 def _every_metric() -> str:
     """The exposition of a Metrics that has seen one of everything."""
-    from syncd.engine import BatchReport, RunResult
     from syncd.freshness import freshness
     from syncd.metrics import Metrics
     from syncd.pools import PoolUse
+    from syncd.runs import BatchReport, RunResult
 
     metrics = Metrics()
     metrics.track_pools(lambda: [PoolUse("target", 1, 1, 6, 0)])
