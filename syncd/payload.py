@@ -20,6 +20,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from syncd.events import RunCounts
+from syncd.state import RunRecord
 
 MAX_NAME_LENGTH = 200
 MAX_LIMIT = 1000
@@ -383,28 +384,10 @@ class Syncs(Payload):
     pools: list[PoolUse]
 
 
-class Run(Payload):
-    """One recorded run."""
-
-    run_id: str
-    sync_name: str
-    trigger: str
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    batches: int
-    rows_read: int
-    rows_written: int
-    rows_unchanged: int
-    values_cleaned: int
-    error: str | None
-    duration_s: float | None
-
-
 class Runs(Payload):
     status: Literal["success"] = "success"
     sync_name: str
-    runs: list[Run]
+    runs: list[RunRecord]
 
 
 class Alive(Payload):

@@ -66,6 +66,8 @@ class SyncState:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One recorded run, as the runs table keeps it."""
+
     run_id: str
     sync_name: str
     trigger: str
@@ -78,6 +80,8 @@ class RunRecord:
     rows_unchanged: int
     values_cleaned: int
     error: str | None
+    duration_s: float | None
+    """None while it runs."""
 
 
 @dataclass(frozen=True)
@@ -419,7 +423,8 @@ class StateStore:
     async def runs(self, conn: Conn, sync_name: str, limit: int) -> list[RunRecord]:
         rows = await conn.fetch(
             f"SELECT run_id, sync_name, trigger, started_at, finished_at, status, batches,"
-            f" rows_read, rows_written, rows_unchanged, values_cleaned, error FROM {self._runs}"
+            f" rows_read, rows_written, rows_unchanged, values_cleaned, error,"
+            f" extract(epoch FROM finished_at - started_at)::float8 AS duration_s FROM {self._runs}"
             " WHERE sync_name = $1 ORDER BY started_at DESC LIMIT $2",
             sync_name,
             limit,

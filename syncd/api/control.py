@@ -42,7 +42,6 @@ from syncd.payload import (
     PoolUse,
     Queued,
     ResetDone,
-    Run,
     RunBody,
     RunQuery,
     Runs,
@@ -58,7 +57,6 @@ from syncd.payload import (
 )
 from syncd.pg import Conn
 from syncd.runner import Busy, LiveRun, NotAccepting
-from syncd.state import RunRecord
 from syncd.state import SchemaChange as RecordedChange
 from syncd.status import collect_status
 from syncd.units import format_duration
@@ -307,10 +305,4 @@ async def runs(request: web.Request) -> web.Response:
     name, _ = services.runner.config.sync(query.sync_name)
     async with target_connection(request) as conn:
         records = await services.store.runs(conn, name, query.limit)
-    return answer(Runs(sync_name=name, runs=[_run(record) for record in records]))
-
-
-def _run(record: RunRecord) -> Run:
-    finished = record.finished_at
-    duration = (finished - record.started_at).total_seconds() if finished else None
-    return Run(**asdict(record), duration_s=duration)
+    return answer(Runs(sync_name=name, runs=records))
