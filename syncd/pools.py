@@ -44,7 +44,7 @@ from syncd.units import format_duration
 if TYPE_CHECKING:
     import oracledb
 
-    from syncd.sources.oracle import OracleSession
+    from syncd.sources.oracle_session import OracleSession
 
 log = structlog.get_logger("syncd.pools")
 
@@ -322,24 +322,24 @@ class OraclePool:
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[OracleSession]:
-        from syncd.sources import oracle
+        from syncd.sources import oracle_session
 
         patience = Patience.starting_now(self.budget.label, self.database.pool_timeout)
         await self.budget.take(patience)
         try:
             if self._pool is None:
-                self._pool = await oracle.create_oracle_pool(self.database)
+                self._pool = await oracle_session.create_oracle_pool(self.database)
             pool = self._pool
             session = await self.budget.connect(
-                lambda: oracle.take_session(pool, self.database),
-                oracle.out_of_sessions,
+                lambda: oracle_session.take_session(pool, self.database),
+                oracle_session.out_of_sessions,
                 patience=patience,
                 patient=True,
             )
             try:
                 yield session
             finally:
-                await oracle.give_back_session(pool, session)
+                await oracle_session.give_back_session(pool, session)
         finally:
             self.budget.give()
 

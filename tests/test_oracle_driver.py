@@ -26,9 +26,9 @@ from syncd import retry
 from syncd.config import Config, OracleSourceConfig
 from syncd.errors import SourceError
 from syncd.retry import Retryable
-from syncd.sources import Limits, SnapshotExpired, Window, check_source, open_source
-from syncd.sources import oracle as oracle_source
-from syncd.sources.oracle import CLOCK_SQL, KEEPALIVE_MINUTES, classify
+from syncd.sources import Limits, SnapshotExpired, Window, check_source, open_source, oracle_session
+from syncd.sources.oracle_session import KEEPALIVE_MINUTES, classify
+from syncd.sources.oracle_sql import CLOCK_SQL
 from syncd.sources.oracle_types import (
     RowReader,
     bind_value,
@@ -765,7 +765,7 @@ async def test_the_host_is_looked_up_without_stalling_the_event_loop(
             ticks.append(time.perf_counter())
 
     ticking = asyncio.create_task(measure_the_loop())
-    looked_up = await oracle_source.resolved(SOURCES["crm"]["dsn"], within=5)
+    looked_up = await oracle_session.resolved(SOURCES["crm"]["dsn"], within=5)
     ticks.append(time.perf_counter())
     ticking.cancel()
     stalls = [later - earlier - 0.01 for earlier, later in itertools.pairwise(ticks)]

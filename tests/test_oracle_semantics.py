@@ -23,8 +23,8 @@ from structlog.testing import capture_logs
 
 from syncd.config import Config
 from syncd.errors import ConfigError, SourceError
-from syncd.sources import Limits, Window, open_source
-from syncd.sources import oracle as oracle_source
+from syncd.sources import Limits, Window, open_source, oracle_describe, oracle_session
+from syncd.sources.oracle import FETCH_ROWS
 from tests.helpers import Recorder, fingerprint, run_sync
 from tests.oracle.harness import FakeOracle, declare, fake_oracle
 
@@ -107,8 +107,8 @@ async def test_a_date_bind_would_never_get_past_a_tie_and_a_timestamp_bind_does(
             return replace(mapped, bind=oracledb.DB_TYPE_DATE)
         return mapped
 
-    original = oracle_source.oracle_type
-    monkeypatch.setattr(oracle_source, "oracle_type", as_date)
+    original = oracle_describe.oracle_type
+    monkeypatch.setattr(oracle_describe, "oracle_type", as_date)
     async with open_source(config.sources["crm"], config.syncs["items"]) as source:
         assert await first_batch_ends(source, 4) == [(tie, "2")] * 4
 
@@ -148,7 +148,7 @@ async def test_a_stopped_run_resumes_and_a_cancelled_fetch_unwinds_within_its_bo
 
     # Shutdown in the middle of a fetch. The driver answers a cancelled call with a break
     # and a reset; one that does not come within RESET_S leaves its connection behind.
-    monkeypatch.setattr(oracle_source, "RESET_S", 0.5)
+    monkeypatch.setattr(oracle_session, "RESET_S", 0.5)
     oracle.reset_delay = reset_delay
     recorder = Recorder()
     running = asyncio.create_task(run_sync(config, "items", observer=recorder))
@@ -159,7 +159,7 @@ async def test_a_stopped_run_resumes_and_a_cancelled_fetch_unwinds_within_its_bo
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(running, timeout=10)
     pool = oracle.pools[-1]
-    if reset_delay > oracle_source.RESET_S:
+    if reset_delay > oracle_session.RESET_S:
         pool.drop.assert_awaited_once()
         pool.release.assert_not_awaited()
     else:
@@ -512,7 +512,7 @@ async def test_a_batch_ends_at_batch_bytes_before_batch_size(
     assert [report.rows for report in recorder.reports] == [3, 3, 3, 1]
     assert result.rows_read == 10
     fetches = [s for s in oracle.statements if "FETCH FIRST" in s.sql]
-    assert len(fetches) == 1 and fetches[0].arraysize <= oracle_source.FETCH_ROWS
+    assert len(fetches) == 1 and fetches[0].arraysize <= FETCH_ROWS
 
 
 async def test_without_an_index_on_the_cursor_the_window_is_one_sorted_query(

@@ -15,7 +15,7 @@ import sqlglot
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.qualify import qualify
 
-from syncd.sources.oracle import (
+from syncd.sources.oracle_sql import (
     CLOCK_SQL,
     COLUMNS_SQL,
     LEADING_INDEX_SQL,

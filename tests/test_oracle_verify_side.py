@@ -22,9 +22,8 @@ import pytest
 
 from syncd.config import Config
 from syncd.errors import SourceError
-from syncd.sources import Limits, Window, open_source
-from syncd.sources import oracle as oracle_source
-from syncd.sources.oracle import Relation
+from syncd.sources import Limits, Window, open_source, oracle_session
+from syncd.sources.oracle_sql import Relation
 from syncd.verify.canonical import Kind
 from syncd.verify.oracle import (
     OracleColumn,
@@ -242,7 +241,7 @@ async def test_a_key_is_written_as_the_target_writes_it_and_bound_back_typed(
 async def test_every_call_of_the_side_is_bounded(
     oracle: FakeOracle, make_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(oracle_source, "RESET_S", 0.2)
+    monkeypatch.setattr(oracle_session, "RESET_S", 0.2)
     never = asyncio.Event()
 
     async def hang(sql: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 import sqlglot
 
 from syncd import pg
-from syncd.sources.oracle import Relation
+from syncd.sources.oracle_sql import Relation
 from syncd.verify.canonical import Kind, canonical_value, kind_of
 from syncd.verify.oracle import (
     OracleColumn,

@@ -203,7 +203,7 @@ async def check_source(config: PostgresSourceConfig | OracleSourceConfig) -> str
         from syncd.sources.postgres import check_postgres
 
         return await check_postgres(config.dsn, config.secret())
-    from syncd.sources.oracle import check_oracle
+    from syncd.sources.oracle_session import check_oracle
 
     return await check_oracle(config)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from syncd.sources.oracle import Relation, beyond
+from syncd.sources.oracle_sql import Relation, beyond
 from syncd.verify.canonical import HASH_HEX_DIGITS, NULL_MARKER, SEPARATOR, Kind
 
 _TIME_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.FF6'"

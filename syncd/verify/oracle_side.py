@@ -22,7 +22,7 @@ import oracledb
 
 from syncd.errors import SourceError
 from syncd.sources import Shape
-from syncd.sources.oracle import Binds, Relation
+from syncd.sources.oracle_sql import Binds, Relation
 from syncd.sources.oracle_types import RowReader, bind_value
 from syncd.verify import oracle
 from syncd.verify.canonical import Kind, kind_of

@@ -26,8 +26,15 @@ import pytest
 
 from syncd.config import Config
 from syncd.pools import Backoff, OraclePool
-from syncd.sources import Limits, Window, check_source, open_source
-from syncd.sources import oracle as oracle_source
+from syncd.sources import (
+    Limits,
+    Window,
+    check_source,
+    open_source,
+    oracle_describe,
+    oracle_session,
+    oracle_sql,
+)
 from tests.helpers import Recorder, run_sync
 
 DSN = os.environ.get("SYNCD_TEST_ORACLE_DSN")
@@ -201,7 +208,7 @@ async def test_a_date_bind_would_stall_on_a_tie_and_a_timestamp_bind_does_not(
 
     assert await ends() == [(tie, "2"), (tie, "4"), (tie, "5")]
 
-    original = oracle_source.oracle_type
+    original = oracle_describe.oracle_type
 
     def as_date(*args: Any) -> Any:
         mapped = original(*args)
@@ -209,7 +216,7 @@ async def test_a_date_bind_would_stall_on_a_tie_and_a_timestamp_bind_does_not(
             return replace(mapped, bind=oracledb.DB_TYPE_DATE)
         return mapped
 
-    monkeypatch.setattr(oracle_source, "oracle_type", as_date)
+    monkeypatch.setattr(oracle_describe, "oracle_type", as_date)
     assert await ends() == [(tie, "2")] * 4
 
 
@@ -253,7 +260,7 @@ async def test_cancelling_mid_query_leaves_no_broken_connection_behind(
     pool = OraclePool("source:ora", source, Backoff())
     slow = "SELECT COUNT(*) FROM ALL_OBJECTS a, ALL_OBJECTS b, ALL_OBJECTS c"
 
-    async def query(session: oracle_source.OracleSession, sql: str) -> Any:
+    async def query(session: oracle_session.OracleSession, sql: str) -> Any:
         with session.conn.cursor() as cursor:
             await session.call(cursor.execute(sql))
             return await session.call(cursor.fetchall())
@@ -297,13 +304,13 @@ async def test_each_batch_query_is_an_index_range_scan(
         "CREATE INDEX SYNCD_PLAN_BY_TIME ON SYNCD_PLAN (UPDATED_AT, ID)",
         "BEGIN DBMS_STATS.GATHER_TABLE_STATS(USER, 'SYNCD_PLAN'); END;",
     )
-    relation = oracle_source.Relation(
+    relation = oracle_sql.Relation(
         table='"SYNCD_PLAN"',
         select=('"ID"', '"UPDATED_AT"', '"NAME"'),
         order=('"UPDATED_AT"', '"ID"'),
         cursor='"UPDATED_AT"',
     )
-    sql = oracle_source.batch_sql(relation, oracle_source.Bounds(after=True, before=True), 10_000)
+    sql = oracle_sql.batch_sql(relation, oracle_sql.Bounds(after=True, before=True), 10_000)
     binds = {
         "after1": datetime(2025, 1, 6),
         "after2": Decimal(250_000),

@@ -11,7 +11,7 @@ import asyncpg
 import oracledb
 
 from syncd import pg
-from syncd.sources.oracle import Relation
+from syncd.sources.oracle_sql import Relation
 from syncd.verify.canonical import Kind, kind_of, row_hash
 from syncd.verify.oracle import OracleColumn, hashes_sql
 from syncd.verify.verifier import verify
