@@ -60,3 +60,17 @@ class SchemaChanged(SyncdError):
     """The source's columns changed in a way the sync's schema_changes policy refuses."""
 
     exit_code = 65  # EX_DATAERR
+
+
+class Busy(SyncdError):
+    """The sync is already running."""
+
+    exit_code = 75
+
+    def __init__(self, message: str | None = None, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class NotAccepting(SyncdError):
+    """syncd is shutting down and starts no new runs."""

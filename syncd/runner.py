@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,12 +28,13 @@ import structlog
 
 from syncd.config import Config
 from syncd.engine import Engine
-from syncd.errors import AlreadyRunning, SyncdError, Unavailable
+from syncd.errors import AlreadyRunning, Busy, NotAccepting, SyncdError
 from syncd.helping import help_load
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Connections
 from syncd.runs import BatchReport, RunRequest, RunResult, new_run_id
+from syncd.subscribers import Subscribers
 
 log = structlog.get_logger("syncd.runner")
 
@@ -45,20 +45,6 @@ SEED_BATCH_SIZE = 1000
 BACKFILL_BATCHES = 20
 """Backfill batches a run does before it queues again behind the other syncs' runs: a
 large table's new column is filled in without holding up anyone's schedule."""
-
-
-class Busy(SyncdError):
-    """The sync is already running."""
-
-    exit_code = 75
-
-    def __init__(self, message: str | None = None, run_id: str | None = None) -> None:
-        super().__init__(message)
-        self.run_id = run_id
-
-
-class NotAccepting(SyncdError):
-    """syncd is shutting down and starts no new runs."""
 
 
 @dataclass
@@ -134,7 +120,8 @@ class Runner:
         """The syncs whose run waits for a slot, first come first."""
         self._readmission: asyncio.TimerHandle | None = None
         self._last: dict[str, RunResult] = {}
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.subscribers = Subscribers()
+        """Whoever follows the runs and batches live: the event stream's pages."""
 
     @property
     def config(self) -> Config:
@@ -390,23 +377,6 @@ class Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    @contextlib.asynccontextmanager
-    async def subscription(self, limit: int) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
-        """Events about runs and batches, for live pages; slow readers miss events, not memory.
-
-        At most ``limit`` subscriptions at once; one more is refused as Unavailable.
-        """
-        if len(self._subscribers) >= limit:
-            raise Unavailable(
-                f"{limit} event streams are open, as many as syncd serves; try again later"
-            )
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
-        self._subscribers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._subscribers.discard(queue)
-
     def publish(self, event: dict[str, Any]) -> None:
         # A batch's event says how far its run has come; a page's bar also needs the estimate
         # that this is measured against, which the run learnt after its run_started went out.
@@ -416,9 +386,7 @@ class Runner:
             event = event | {"source_rows_estimate": live.rows_estimate}
         else:
             event = event | {"runs": self.counts()}  # for a page's count of runs and queue
-        for queue in self._subscribers:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(event)
+        self.subscribers.send(event)
 
     def note_batch(self, live: LiveRun, report: BatchReport) -> None:
         live.progressed_at = time.monotonic()

@@ -22,8 +22,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from syncd.config import Config, CronSchedule, SyncConfig
-from syncd.errors import SyncdError
-from syncd.runner import Busy, NotAccepting, Runner
+from syncd.errors import Busy, NotAccepting, SyncdError
+from syncd.runner import Runner
 from syncd.verify.service import Verifications
 
 log = structlog.get_logger("syncd.scheduler")

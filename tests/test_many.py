@@ -18,11 +18,11 @@ from structlog.testing import capture_logs
 
 from syncd import pg
 from syncd.config import Config
-from syncd.errors import ConfigError
+from syncd.errors import Busy, ConfigError
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Backoff, Connections, PoolExhausted
-from syncd.runner import Busy, LiveRun, Runner
+from syncd.runner import LiveRun, Runner
 from syncd.scheduler import Schedules, default_offset
 from tests.conftest import ConfigFactory
 from tests.daemon import Daemon
@@ -109,7 +109,10 @@ async def test_at_most_max_concurrent_runs_execute_and_the_rest_start_in_turn(
     await conn.execute(GATE)
     config, _ = make_config({n: gated(n) for n in names}, max_concurrent_runs=2)
 
-    async with daemon_parts(config) as (runner, _, _), runner.subscription(100) as events:
+    async with (
+        daemon_parts(config) as (runner, _, _),
+        runner.subscribers.subscription(100) as events,
+    ):
         async with gate_closed(conn):
             with capture_logs() as logs:
                 lives = [runner.trigger(n, trigger="test") for n in names]
@@ -531,7 +534,10 @@ async def test_long_runs_leave_a_slot_to_short_ones_and_continue_after(
     syncs = {n: plain(n, batch_size=20) for n in bigs} | {n: plain(n) for n in smalls}
     config, _ = make_config(syncs, max_concurrent_runs=2, long_run="1s")
 
-    async with daemon_parts(config) as (runner, _, _), runner.subscription(100) as events:
+    async with (
+        daemon_parts(config) as (runner, _, _),
+        runner.subscribers.subscription(100) as events,
+    ):
         with capture_logs() as logs:
             loads = [runner.trigger(n, trigger="test") for n in bigs]
             await eventually(lambda: all(live.rows_read > 0 for live in loads))

@@ -26,6 +26,7 @@ from syncd.api.http import (
 )
 from syncd.chunks import ChunkStore
 from syncd.config import CronSchedule, EverySchedule
+from syncd.errors import Busy, NotAccepting
 from syncd.events import RunCounts
 from syncd.freshness import Freshness as FreshnessSeen
 from syncd.identifiers import TableName
@@ -56,7 +57,7 @@ from syncd.payload import (
     VerifyStarted,
 )
 from syncd.pg import Conn
-from syncd.runner import Busy, LiveRun, NotAccepting
+from syncd.runner import LiveRun
 from syncd.state import SchemaChange as RecordedChange
 from syncd.status import collect_status
 from syncd.units import format_duration

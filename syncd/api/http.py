@@ -22,13 +22,13 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from syncd.errors import AlreadyRunning, SyncdError, Unavailable, UnknownSync
+from syncd.errors import AlreadyRunning, Busy, NotAccepting, SyncdError, Unavailable, UnknownSync
 from syncd.metrics import Metrics
 from syncd.payload import BusyError, Error, Payload, Request
 from syncd.pools import Connections, PostgresPool
 from syncd.redact import scrub
 from syncd.retry import UNUSABLE_CONNECTION
-from syncd.runner import Busy, NotAccepting, Runner
+from syncd.runner import Runner
 from syncd.scheduler import Schedules
 from syncd.state import StateStore
 from syncd.status import RowCounts

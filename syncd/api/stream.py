@@ -31,7 +31,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     # Subscribed before the answer starts, so that a refusal can still be a 503.
-    async with runner.subscription(MAX_EVENT_STREAMS) as queue:
+    async with runner.subscribers.subscription(MAX_EVENT_STREAMS) as queue:
         await response.prepare(request)
         try:
             # The first bytes reach the browser at once, and tell it how soon to reconnect.

@@ -10,9 +10,10 @@ import uuid
 import structlog
 
 from syncd.config import Config
+from syncd.errors import Busy
 from syncd.metrics import Metrics
 from syncd.redact import scrub
-from syncd.runner import Busy, Runner
+from syncd.runner import Runner
 from syncd.verify.classify import KINDS
 from syncd.verify.verifier import verify
 

@@ -36,14 +36,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from bench_sync import (
     COPY_TABLE,
     CURSOR,
     KEY,
     SOURCE_TABLE,
     SYNC_NAME,
-    TARGET_TABLE,
     admin_execute,
     admin_execute_on,
     checkpoint,
@@ -53,6 +51,7 @@ from bench_sync import (
     reset_copy_table,
     run_syncd,
     touch_one_percent,
+    write_config,
 )
 
 from syncd.identifiers import TableName, quote_ident
@@ -129,21 +128,7 @@ def measure(args: argparse.Namespace, rows: int, layout: str, workdir: Path) -> 
         asyncio.run(admin_execute_on(target_dsn, f"DROP TABLE {TableName.parse(COPY_TABLE).sql}"))
 
         config_path = workdir / f"{layout}-{rows}.yaml"
-        config = {
-            "target": {"dsn": target_dsn},
-            "sources": {"bench": {"kind": "postgres", "dsn": source_dsn}},
-            "syncs": {
-                SYNC_NAME: {
-                    "source": "bench",
-                    "table": SOURCE_TABLE,
-                    "key": [KEY],
-                    "cursor": CURSOR,
-                    "target_table": TARGET_TABLE,
-                    "batch_size": args.batch_size,
-                }
-            },
-        }
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
+        write_config(config_path, source_dsn, target_dsn, batch_size=args.batch_size)
         command = [args.syncd, "-c", str(config_path), "sync", SYNC_NAME]
         asyncio.run(checkpoint(target_dsn))
         initial = run_syncd(command, workdir / f"{layout}-{rows}-initial.jsonl")

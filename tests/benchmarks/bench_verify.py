@@ -39,7 +39,15 @@ from typing import Any
 
 import asyncpg
 import yaml
-from bench_sync import CURSOR, KEY, SOURCE_TABLE, SYNC_NAME, TARGET_TABLE, create_source, dsn
+from bench_sync import (
+    CURSOR,
+    KEY,
+    SYNC_NAME,
+    TARGET_TABLE,
+    create_source,
+    dsn,
+    write_config,
+)
 
 from syncd.identifiers import TableName
 from syncd.verify.postgres import Compared, PostgresSide
@@ -157,21 +165,9 @@ def main() -> None:
             asyncio.run(admin(server, f'CREATE DATABASE "{name}"'))
         columns = asyncio.run(create_source(source_dsn, args.rows))
         say(f"{args.rows:,} source rows")
-        config = {
-            "target": {"dsn": target_dsn, "state_schema": "syncd"},
-            "sources": {"bench": {"kind": "postgres", "dsn": source_dsn}},
-            "syncs": {
-                SYNC_NAME: {
-                    "source": "bench",
-                    "table": SOURCE_TABLE,
-                    "key": [KEY],
-                    "cursor": CURSOR,
-                    "target_table": TARGET_TABLE,
-                }
-            },
-        }
         path = workdir / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        write_config(path, source_dsn, target_dsn)
+        config = yaml.safe_load(path.read_text())
         began = time.perf_counter()
         subprocess.run(
             [str(Path(sys.executable).parent / "syncd"), "-c", str(path), "sync", SYNC_NAME],
