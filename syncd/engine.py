@@ -125,6 +125,7 @@ class _Run:
 
     async def execute(self) -> None:
         result = self.result
+        failure: BaseException | None = None
         try:
             await self._with_retries()
             result.status = "succeeded"
@@ -135,13 +136,19 @@ class _Run:
             raise
         except BaseException as exc:
             result.status, result.error = "failed", self.engine.describe_error(exc)
-            log.error("run_failed", error=result.error, exc_info=True)
+            failure = exc
             if isinstance(exc, Exception) and not isinstance(exc, SyncdError):
                 raise SyncdError(result.error) from exc
             raise
         finally:
-            # The last bookkeeping write must happen even while we are being cancelled.
-            await asyncio.shield(self.writer.close(result))
+            try:
+                # The last bookkeeping write must happen even while we are being cancelled.
+                await asyncio.shield(self.writer.close(result))
+            finally:
+                # Told after the record, as run_finished is: whoever reads the log and then
+                # the runs table finds the run ended there too.
+                if failure is not None:
+                    log.error("run_failed", error=result.error, exc_info=failure)
         if result.status == "succeeded":
             log.info(
                 "run_finished",

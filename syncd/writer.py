@@ -91,6 +91,17 @@ class RunWriter:
     async def _finish(self, result: RunResult) -> None:
         if not self._claimed:
             return
+        try:
+            await self._record(result)
+        except Exception as exc:
+            if self._conn is None or not retry.is_retryable(exc):
+                raise
+            # The session died under the run before it knew (a terminated backend it has not
+            # read of yet): the record goes once more on a fresh one.
+            await self._drop()
+            await self._record(result)
+
+    async def _record(self, result: RunResult) -> None:
         store = self._engine.store
         conn = self._conn
         if conn is None or conn.is_closed() or conn.is_in_transaction():

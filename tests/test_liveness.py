@@ -19,6 +19,7 @@ from syncd.notify import Notifier
 from syncd.runner import Runner
 from syncd.sources import Window
 from syncd.sources.postgres import PostgresSource
+from syncd.state import StateStore
 from tests.conftest import ConfigFactory
 from tests.helpers import Recorder, create_items, eventually, fingerprint, run_sync, wait_for_value
 
@@ -196,6 +197,32 @@ async def test_a_failure_to_record_the_outcome_leaves_the_runs_own_error_in_plac
         "refused the login"
         in next(e for e in logs if e["event"] == "run_record_not_saved")["error"]
     )
+
+
+async def test_a_final_record_that_meets_a_dead_session_is_written_on_a_fresh_one(
+    conn: asyncpg.Connection, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create_items(conn, 100)
+    config, _ = make_config({"items": ITEMS_BY_TIME})
+    finish_run = StateStore.finish_run
+    calls = 0
+
+    async def on_a_session_that_died_unnoticed(self: StateStore, *args: object) -> None:
+        # What asyncpg says of a backend terminated while it was not looking.
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 15; another operation")
+        await finish_run(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StateStore, "finish_run", on_a_session_that_died_unnoticed)
+    with capture_logs() as logs:
+        result = await run_sync(config, "items")
+
+    assert result.status == "succeeded" and calls == 2
+    assert await conn.fetchval("SELECT status FROM syncd.runs") == "succeeded"
+    assert await conn.fetchval("SELECT holder_run_id FROM syncd.sync_state") is None
+    assert [e for e in logs if e["event"] == "run_record_not_saved"] == []
 
 
 async def test_the_watchdog_stops_while_a_run_makes_no_progress_and_resumes_after(
