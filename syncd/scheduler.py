@@ -14,6 +14,7 @@ all firing in the same second, and a restart does not change when a sync fires.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -73,18 +74,7 @@ class Schedules:
             # A sync new to this process catches up at once rather than one whole interval
             # later. (next_run_time=None would add the job paused, so the key is left out.)
             start_now = {"next_run_time": datetime.now(UTC)} if is_new else {}
-            self._scheduler.add_job(
-                self._fire,
-                trigger=_trigger(name, sync),
-                args=[name],
-                id=name,
-                name=f"sync {name}",
-                replace_existing=True,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=int(MISFIRE_GRACE.total_seconds()),
-                **start_now,
-            )
+            self._add_job(self._fire, _trigger(name, sync), [name], name, f"sync {name}", start_now)
             self._applied[name] = description
         self._apply_verifies(config)
         return changes
@@ -106,18 +96,32 @@ class Schedules:
                 continue
             assert sync.verify.every is not None
             name = job.removeprefix(VERIFY_JOB.format(""))
-            self._scheduler.add_job(
-                self._verify,
-                trigger=_EveryAt(sync.verify.every, default_offset(job, sync.verify.every)),
-                args=[name, sync.verify.repair],
-                id=job,
-                name=f"verify {name}",
-                replace_existing=True,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=int(MISFIRE_GRACE.total_seconds()),
-            )
+            trigger = _EveryAt(sync.verify.every, default_offset(job, sync.verify.every))
+            self._add_job(self._verify, trigger, [name, sync.verify.repair], job, f"verify {name}")
             self._verifies[job] = description
+
+    def _add_job(
+        self,
+        fire: Callable[..., Awaitable[None]],
+        trigger: BaseTrigger,
+        args: list[object],
+        job_id: str,
+        label: str,
+        start_now: dict[str, datetime] | None = None,
+    ) -> None:
+        """A job that only triggers: one at a time, missed firings folded into one."""
+        self._scheduler.add_job(
+            fire,
+            trigger=trigger,
+            args=args,
+            id=job_id,
+            name=label,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(MISFIRE_GRACE.total_seconds()),
+            **(start_now or {}),
+        )
 
     async def _verify(self, sync_name: str, repair: bool) -> None:
         assert self._verifications is not None
