@@ -136,10 +136,7 @@ class Daemon:
             return answer.status, await answer.json()
 
     async def metrics(self) -> list[Sample]:
-        """Every sample of the daemon's /metrics, as Prometheus would scrape it."""
-        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as got:
-            text = await got.text()
-        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+        return await scrape(self.url)
 
     async def exited(self) -> tuple[int, str]:
         """The exit code and standard error of a daemon that ends by itself; by then
@@ -170,3 +167,10 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.notify.close()
         return code
+
+
+async def scrape(url: str) -> list[Sample]:
+    """Every sample of the /metrics of the syncd at ``url``, as Prometheus would scrape it."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as got:
+        text = await got.text()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]

@@ -12,13 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.cli import build_parser
+from tests.daemon import scrape
 from tests.helpers import create_items, fingerprint, living_demo, spawn_sync, wait_for_value
 
 ITEMS = {
@@ -351,11 +350,5 @@ async def test_the_demo_lives_a_writer_changes_rows_and_the_mirror_keeps_up_unti
 
 
 async def demo_gauges(url: str) -> dict[str, float]:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as answer:
-        metrics = await answer.text()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name in ("syncd_lag_seconds", "syncd_sync_stale")
-    }
+    wanted = ("syncd_lag_seconds", "syncd_sync_stale")
+    return {sample.name: sample.value for sample in await scrape(url) if sample.name in wanted}
