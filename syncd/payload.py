@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     model_validator,
 )
@@ -146,7 +147,7 @@ class NameBody(Request):
 
 class VerifyBody(Request):
     sync: SyncName | SkipJsonSchema[None] = None
-    repair: bool = Field(
+    repair: StrictBool = Field(
         default=False, description="Also copy what differs, and delete as verify.deletes says."
     )
 

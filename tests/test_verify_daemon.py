@@ -97,6 +97,10 @@ async def test_a_verify_body_is_checked(conn: asyncpg.Connection, api) -> None:
     assert "unknown sync 'nope'" in unknown["message"]
     wrong = await body(await client.post(f"{PREFIX}/verify", json={"repair": "maybe"}), 400)
     assert "repair" in wrong["message"]
+    # A number is not a yes or no, though Python would take 0 for False (schemathesis ST201).
+    for number in (0, 1):
+        wrong = await body(await client.post(f"{PREFIX}/verify", json={"repair": number}), 400)
+        assert "repair" in wrong["message"]
 
 
 async def test_verify_every_starts_verifies_that_repair_as_the_config_says(
