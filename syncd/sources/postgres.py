@@ -161,6 +161,7 @@ class PostgresSource:
                 [described.cast_types[name] for name in key],
                 where,
                 rows_per_chunk,
+                await self._counted_rows(),
             )
             yield LoadPlan(bounds=bounds, since=await self.newest_cursor(where), snapshot=snapshot)
 
@@ -295,19 +296,25 @@ class PostgresSource:
     async def estimate_rows(self, window: Window) -> int | None:
         """A whole table's row count from its statistics, else the planner's guess."""
         described = await self._ensure_described()
-        if window == Window() and self._sync.table is not None:
-            tuples = await self._conn.fetchval(
-                "SELECT reltuples FROM pg_class WHERE oid = $1::regclass",
-                TableName.parse(self._sync.table).sql,
-            )
-            if tuples is not None and tuples >= 0:
-                return int(tuples)
+        if window == Window() and (counted := await self._counted_rows()) is not None:
+            return counted
         parameters = _Values(inline=False)
         where = self._where(described, window, parameters)
         plan = await self._conn.fetchval(
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self._relation} WHERE {where}", *parameters.args
         )
         return int(json.loads(plan)[0]["Plan"]["Plan Rows"])
+
+    async def _counted_rows(self) -> int | None:
+        """The table's rows as its last VACUUM or ANALYZE counted them; None for a query,
+        or a table never counted."""
+        if self._sync.table is None:
+            return None
+        tuples = await self._conn.fetchval(
+            "SELECT reltuples FROM pg_class WHERE oid = $1::regclass",
+            TableName.parse(self._sync.table).sql,
+        )
+        return int(tuples) if tuples is not None and tuples >= 0 else None
 
     async def read(self, window: Window, limits: Limits) -> AsyncGenerator[Batch, None]:
         described = await self._ensure_described()
