@@ -45,7 +45,9 @@ from syncd.sources.postgres_sql import (
     DESCRIBE_SQL,
     LEADING_INDEX_SQL,
     PRIMARY_KEY_SQL,
+    batch_bytes_sql,
     batch_end_sql,
+    batch_last_row_sql,
     whole_window_end_sql,
 )
 from syncd.verify.postgres import Compared, PostgresSide
@@ -312,25 +314,13 @@ class PostgresSource:
         order = self._order_columns(described.shape, window)
         one_pass = described.shape.missing_index is not None and not window.by_key
         while True:
-            parameters = _Values(inline=False)
-            where = self._where(described, window, parameters)
-            if one_pass:
-                bound_sql_text = whole_window_end_sql(self._relation, order, where)
-            else:
-                byte_limit = parameters(limits.bytes, "bigint")
-                bound_sql_text = batch_end_sql(
-                    self._relation, order, where, byte_limit, limits.rows
-                )
             async with self._conn.transaction(isolation="repeatable_read", readonly=True):
                 if window.snapshot is not None:
                     await self._import_snapshot(window.snapshot)
-                bound = await self._conn.fetchrow(bound_sql_text, *parameters.args)
-                if bound is None:
+                found = await self._batch_end(described, order, window, limits, one_pass)
+                if found is None:
                     return
-                end: Position = tuple(bound[: len(order)])
-                exhausted = one_pass or (
-                    bound["available"] < limits.rows and bound["n"] == bound["available"]
-                )
+                end, exhausted = found
                 literals = _Values(inline=True)
                 rows_sql = (
                     f"SELECT {described.select_list} FROM {self._relation}"
@@ -352,6 +342,41 @@ class PostgresSource:
             if exhausted:
                 return
             window = window.beyond(end)
+
+    async def _batch_end(
+        self,
+        described: _Described,
+        order: tuple[str, ...],
+        window: Window,
+        limits: Limits,
+        one_pass: bool,
+    ) -> tuple[Position, bool] | None:
+        """Where the next batch of ``window`` ends, and whether the window ends with it;
+        None when the window holds no row."""
+        values = _Values(inline=False)
+        where = self._where(described, window, values)
+        if one_pass:
+            last_sql = whole_window_end_sql(self._relation, order, where)
+            bound = await self._conn.fetchrow(last_sql, *values.args)
+            return None if bound is None else (tuple(bound), True)
+        last_sql = batch_last_row_sql(self._relation, order, where, limits.rows)
+        last = await self._conn.fetchrow(last_sql, *values.args)
+        if last is None:
+            return None
+        end: Position = tuple(last[: len(order)])
+        upto = _Values(inline=False)
+        within = self._where(described, window, upto)
+        within += " AND " + self._compare(described, order, "<=", end, upto)
+        size = await self._conn.fetchval(batch_bytes_sql(self._relation, within), *upto.args)
+        if size <= limits.bytes:
+            return end, not last["full"]
+        # These rows take more than a batch may: cut them where the limit is reached.
+        byte_limit = values(limits.bytes, "bigint")
+        end_sql = batch_end_sql(self._relation, order, where, byte_limit, limits.rows)
+        bound = await self._conn.fetchrow(end_sql, *values.args)
+        assert bound is not None
+        exhausted = bound["available"] < limits.rows and bound["n"] == bound["available"]
+        return tuple(bound[: len(order)]), exhausted
 
     async def _import_snapshot(self, snapshot: str) -> None:
         """Read this transaction at ``snapshot``, exported by a load's planner; it is gone

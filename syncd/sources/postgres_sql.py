@@ -6,11 +6,37 @@ from __future__ import annotations
 from syncd.identifiers import quote_ident
 
 
+def batch_last_row_sql(relation: str, order: tuple[str, ...], where: str, rows: int) -> str:
+    """Where the next batch ends by its rows alone, and whether it is full: the
+    ``rows``-th row if there is one, else the last row there is.
+
+    Both read the index alone; the second runs only when the first finds nothing.
+    """
+    texts = ", ".join(f"{quote_ident(c)}::text" for c in order)
+    # Qualified: the select list's text casts carry the same names, and ORDER BY would
+    # take those, sorting '900' after '1000'.
+    ascending = ", ".join(f"src.{quote_ident(c)} ASC NULLS LAST" for c in order)
+    descending = ", ".join(f"src.{quote_ident(c)} DESC NULLS FIRST" for c in order)
+    return (
+        f"(SELECT {texts}, true AS full FROM {relation} WHERE {where}"
+        f" ORDER BY {ascending} OFFSET {int(rows) - 1} LIMIT 1)"
+        f" UNION ALL (SELECT {texts}, false FROM {relation} WHERE {where}"
+        f" ORDER BY {descending} LIMIT 1) LIMIT 1"
+    )
+
+
+def batch_bytes_sql(relation: str, where: str) -> str:
+    """The size of the rows that satisfy ``where``, each as PostgreSQL builds it."""
+    return f"SELECT coalesce(sum(pg_column_size(src.*)), 0) FROM {relation} WHERE {where}"
+
+
 def batch_end_sql(
     relation: str, order: tuple[str, ...], where: str, byte_limit: str, rows: int
 ) -> str:
     """Where the next batch ends: after ``rows`` rows, or once the rows before one take
-    ``byte_limit``, each row's size as PostgreSQL builds it.
+    ``byte_limit``, each row's size as PostgreSQL builds it. Its window over every row
+    costs twice what finding the last row and summing the sizes up to it does: it is
+    for the batches whose rows take more than ``byte_limit``.
 
     The limit is taken first, on the plain keyset query, which the planner serves from
     the index however large the table; the sizes are summed over those rows alone. Put
