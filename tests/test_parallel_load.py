@@ -95,6 +95,23 @@ async def test_the_planner_splits_keys_into_ranges_that_cover_every_row_once(
     assert plan.snapshot  # exported for the workers
 
 
+async def test_the_planner_sizes_integer_ranges_by_the_statistics_without_counting_rows(
+    conn: asyncpg.Connection,
+) -> None:
+    """Counting every key would keep every worker waiting on a large table: the table's
+    statistics say about how many rows there are, and min/max still bound the keys."""
+    await conn.execute("CREATE TABLE src.keyed (id bigint PRIMARY KEY)")
+    await conn.execute("INSERT INTO src.keyed SELECT generate_series(1, 1000)")
+    await conn.execute("ANALYZE src.keyed")
+    await conn.execute("INSERT INTO src.keyed SELECT generate_series(1001, 2000)")
+
+    plan = await plan_of(conn, 100, table="src.keyed", key=["id"])
+
+    counts = await rows_per_range(conn, "src.keyed", ["id"], plan)
+    assert len(counts) == 10  # 1,000 counted rows, not the 2,000 there are
+    assert counts == [200] * 10
+
+
 async def test_a_parallel_load_copies_everything_and_reads_on_from_its_cursor_value(
     conn: asyncpg.Connection, make_config
 ) -> None:

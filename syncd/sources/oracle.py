@@ -15,18 +15,26 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import oracledb
+import structlog
 
 from syncd import clock
 from syncd.config import DATABASE_TIME_ZONE, OracleSourceConfig, SyncConfig
 from syncd.errors import SourceError
 from syncd.identifiers import TableName
-from syncd.sources import Batch, Limits, Position, RecordBatch, Shape, Window
+from syncd.sources import Batch, Limits, LoadPlan, Position, RecordBatch, Shape, Window
 from syncd.sources.oracle_describe import Described, Keyset, describe_table, int_or_none
-from syncd.sources.oracle_session import OracleSession, oracle_connection, oracle_errors
+from syncd.sources.oracle_plan import split_keys
+from syncd.sources.oracle_session import (
+    OracleSession,
+    ScnNotGranted,
+    oracle_connection,
+    oracle_errors,
+)
 from syncd.sources.oracle_sql import (
     CLOCK_SQL,
     NUM_ROWS_SQL,
@@ -42,6 +50,8 @@ from syncd.sources.oracle_sql import (
 from syncd.sources.oracle_types import RowReader, bind_value, json_text_unparsed, position_text
 from syncd.verify.oracle_side import OracleSide, OracleTable
 from syncd.verify.sides import Side
+
+log = structlog.get_logger("syncd.sources.oracle")
 
 FETCH_ROWS = 1000
 """Rows fetched per round trip: what the driver holds at once, whatever the batch size."""
@@ -104,6 +114,59 @@ class OracleSource:
         )
         return OracleSide(self._session.query, table, str(self._table))
 
+    @asynccontextmanager
+    async def load_plan(self, rows_per_chunk: int) -> AsyncIterator[LoadPlan]:
+        """Plan a parallel load AS OF the current SCN: the newest cursor value then, and key
+        ranges of about ``rows_per_chunk`` rows. Nothing is held open for it: chunks read AS
+        OF the SCN for as long as undo retention keeps it, and at a fresh one after that.
+
+        A user who may not read at an SCN (no FLASHBACK, or no V$DATABASE) still gets a
+        parallel load, each chunk read when it is claimed, as a pass without ``snapshot: scn``
+        reads each batch: what changes meanwhile is read again from the cursor value.
+        """
+        described = await self._ensure_described()
+        try:
+            plan = await self._plan(described, await self._current_scn(), rows_per_chunk)
+        except ScnNotGranted as exc:
+            log.warning("load_without_snapshot", reason=str(exc))
+            plan = await self._plan(described, None, rows_per_chunk)
+        yield plan
+
+    async def _plan(self, described: Described, scn: str | None, rows_per_chunk: int) -> LoadPlan:
+        at_scn: Binds = {} if scn is None else {"scn": (int(scn), oracledb.DB_TYPE_NUMBER)}
+        # The cursor value first: without an SCN, rows that change while the keys are
+        # split are then read again after the load.
+        since = await self._newest_at(described, at_scn, scn)
+        bounds = await split_keys(
+            partial(self._query, binds=at_scn, scn=scn), described, scn is not None, rows_per_chunk
+        )
+        return LoadPlan(bounds=bounds, since=since, snapshot=scn)
+
+    async def _newest_at(self, described: Described, at_scn: Binds, scn: str | None) -> str | None:
+        """The newest cursor value AS OF ``scn``, below the clock less ``lag`` as every
+        read is: a row stamped later, or in the future, is read after the load."""
+        relation = described.keysets[False].relation
+        if relation.cursor is None or described.cursor_bind is None:
+            return None
+        binds = dict(at_scn)
+        if described.cursor_is_time:
+            binds["before"] = (await self._before(described), described.cursor_bind)
+        sql = newest_sql(relation, scn=scn is not None, before="before" in binds)
+        rows = await self._query(sql, binds, scn)
+        newest = rows[0][0] if rows else None
+        return None if newest is None else position_text(newest)
+
+    async def _query(self, sql: str, binds: Binds, scn: str | None) -> list[Any]:
+        """One query of the table and all its rows, each bind as its own type; AS OF
+        ``scn`` when the SQL says so."""
+        return await self._session.query(
+            sql,
+            {name: value for name, (value, _) in binds.items()},
+            types={name: bind for name, (_, bind) in binds.items()},
+            reading=str(self._table),
+            scn=scn,
+        )
+
     def abort(self) -> None:
         # Its calls unwind within RESET_S on their own; the session must not be reused.
         self._session.abandoned = True
@@ -135,11 +198,12 @@ class OracleSource:
         if window.until is not None:
             fixed |= self._position_binds("until", window.until, keyset)
         if described.cursor_is_time and not window.by_key:
-            now = await self._now(described.zone_less)
-            fixed["before"] = (now - (self._sync.lag or timedelta()), cursor_bind)
-        scn = None
-        if self._sync.snapshot == "scn":
-            scn = window.snapshot or await self._current_scn()
+            fixed["before"] = (await self._before(described), cursor_bind)
+        # A chunk of a parallel load reads at the load's SCN, whatever the sync's setting.
+        scn = window.snapshot
+        if scn is None and self._sync.snapshot == "scn":
+            scn = await self._current_scn()
+        if scn is not None:
             fixed["scn"] = (int(scn), oracledb.DB_TYPE_NUMBER)
         bounds = Bounds(
             until=window.until is not None,
@@ -231,6 +295,10 @@ class OracleSource:
                 yield rows, drained and (limit is None or fetched_in_all < limit)
                 if drained:
                     return
+
+    async def _before(self, described: Described) -> datetime:
+        """How far a time cursor is read: the database's clock less the sync's ``lag``."""
+        return await self._now(described.zone_less) - (self._sync.lag or timedelta())
 
     async def _now(self, zone_less: bool) -> datetime:
         """The database's 'now' as the cursor counts time: an instant in UTC for a zoned

@@ -262,6 +262,10 @@ _SNAPSHOT_GONE = {"ORA-01555", "ORA-08180", "ORA-08181", "ORA-01466", "ORA-22924
 _ORACLE_CODE = re.compile(r"\bORA-\d{5}\b")
 
 
+class ScnNotGranted(SourceError):
+    """The user may not read at an SCN: SELECT on V$DATABASE or FLASHBACK is not granted."""
+
+
 def classify(
     exc: oracledb.Error, *, user: str, reading: str | None, scn: str | None = None
 ) -> Exception:
@@ -290,9 +294,9 @@ def classify(
     if code == "ORA-28000":
         return SourceError(f"the Oracle account {user} is locked")
     if code == "ORA-00942" and reading == "V$DATABASE":
-        return SourceError(
-            f"snapshot: scn reads the current SCN from V$DATABASE, which {user} may not read:"
-            f" GRANT SELECT ON V_$DATABASE TO {user}"
+        return ScnNotGranted(
+            f"reading at an SCN takes the current one from V$DATABASE, which {user} may not"
+            f" read: GRANT SELECT ON V_$DATABASE TO {user}"
         )
     if code == "ORA-00942":
         return SourceError(
@@ -300,8 +304,8 @@ def classify(
             f" GRANT SELECT ON {reading} TO {user}"
         )
     if code == "ORA-01031" and scn is not None:
-        return SourceError(
-            f"snapshot: scn reads {reading} AS OF SCN, which needs the FLASHBACK privilege:"
+        return ScnNotGranted(
+            f"reading {reading} AS OF SCN needs the FLASHBACK privilege:"
             f" GRANT FLASHBACK ON {reading} TO {user}"
         )
     if code == "ORA-00904":

@@ -142,13 +142,61 @@ def null_cursors_sql(relation: Relation) -> str:
     return f"SELECT COUNT(*) FROM {relation.table} WHERE {relation.cursor} IS NULL"
 
 
-def newest_sql(relation: Relation) -> str:
+def newest_sql(relation: Relation, scn: bool = False, before: bool = False) -> str:
     """The newest cursor value, as batches select it (an instant in UTC for a zoned one):
-    MAX over the column itself, which an index answers at its end."""
+    MAX over the column itself, which an index answers at its end, and which passes over
+    NULLs. ``scn``: AS OF SCN :scn; ``before``: below :before, the clock less the lag."""
     assert relation.cursor is not None
     newest = f"MAX({relation.cursor})"
-    zoned = any(s == f"SYS_EXTRACT_UTC({relation.cursor})" for s in relation.select)
-    return f"SELECT {f'SYS_EXTRACT_UTC({newest})' if zoned else newest} FROM {relation.table}"
+    zoned = as_read(relation, relation.cursor) != relation.cursor
+    sql = f"SELECT {f'SYS_EXTRACT_UTC({newest})' if zoned else newest} FROM {relation.table}"
+    if scn:
+        sql += " AS OF SCN :scn"
+    if before:
+        sql += f" WHERE {relation.cursor} < {relation.bind('before', 0)}"
+    return sql
+
+
+def as_read(relation: Relation, column: str) -> str:
+    """``column`` (quoted) as the select list reads it: through SYS_EXTRACT_UTC if zoned."""
+    zoned = f"SYS_EXTRACT_UTC({column})"
+    return zoned if zoned in relation.select else column
+
+
+def loaded_rows(keys: Relation, scn: bool) -> str:
+    """The FROM clause and conditions of the rows a parallel load reads by ``keys``: every
+    row whose cursor is not NULL (those are read by key afterwards), AS OF SCN :scn."""
+    sql = keys.table + (" AS OF SCN :scn" if scn else "")
+    return sql if keys.cursor is None else f"{sql} WHERE NOT {keys.cursor} IS NULL"
+
+
+def extent_sql(keys: Relation, scn: bool, span: bool) -> str:
+    """How many rows a parallel load reads; with ``span``, first the least and the greatest
+    value of its single key column, which an index on it answers at its two ends."""
+    counted = "COUNT(*)"
+    if span:
+        (key,) = keys.order
+        counted = f"MIN({key}), MAX({key}), {counted}"
+    return f"SELECT {counted} FROM {loaded_rows(keys, scn)}"
+
+
+def tiles_sql(keys: Relation, tiles: int, rows: str, selected: Sequence[str]) -> str:
+    """The last key of each of ``tiles`` NTILE tiles of ``rows`` (a FROM clause, with its
+    conditions) in key order, each key column as ``selected`` says."""
+    names = ", ".join(keys.order)
+    ascending = ", ".join(f"{k} ASC NULLS LAST" for k in keys.order)
+    descending = ", ".join(f"{k} DESC NULLS FIRST" for k in keys.order)
+    tiled = f"SELECT {names}, NTILE({int(tiles)}) OVER (ORDER BY {ascending}) AS part FROM {rows}"
+    ranked = (
+        f"SELECT {names}, part, ROW_NUMBER() OVER (PARTITION BY part ORDER BY {descending})"
+        f" AS tile_rank FROM ({tiled}) tiles"
+    )
+    # Named, though Oracle needs no name for a subquery: so that the fake Oracle of the
+    # tests (PostgreSQL 15, which does) runs it too.
+    return (
+        f"SELECT {', '.join(selected)} FROM ({ranked}) ranked WHERE tile_rank = 1"
+        " ORDER BY part ASC NULLS LAST"
+    )
 
 
 def null_keys_sql(table: str, columns: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from syncd.sources.oracle_sql import Relation, beyond
+from syncd.sources.oracle_sql import Relation, beyond, tiles_sql
 from syncd.verify.canonical import HASH_HEX_DIGITS, NULL_MARKER, SEPARATOR, Kind
 
 _TIME_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.FF6'"
@@ -123,20 +123,8 @@ def checksums_sql(
 
 def bounds_sql(keys: Relation, parts: int, low: bool, high: bool) -> str:
     """The last key of each of ``parts`` tiles of a segment, in key order."""
-    names = ", ".join(keys.order)
-    ascending = ", ".join(f"{k} ASC NULLS LAST" for k in keys.order)
-    descending = ", ".join(f"{k} DESC NULLS FIRST" for k in keys.order)
-    tiles = (
-        f"SELECT {names}, NTILE({int(parts)}) OVER (ORDER BY {ascending}) AS part"
-        f" FROM {keys.table}{_where(_within(keys, low, high))}"
-    )
-    ranked = (
-        f"SELECT {names}, part, ROW_NUMBER() OVER (PARTITION BY part ORDER BY {descending})"
-        f" AS tile_rank FROM ({tiles}) tiles"
-    )
-    # Named, though Oracle needs no name for a subquery: so that the fake Oracle of the
-    # tests (PostgreSQL 15, which does) runs it too.
-    return f"SELECT {names} FROM ({ranked}) ranked WHERE tile_rank = 1 ORDER BY part ASC NULLS LAST"
+    rows = f"{keys.table}{_where(_within(keys, low, high))}"
+    return tiles_sql(keys, parts, rows, keys.order)
 
 
 def hashes_sql(keys: Relation, columns: Sequence[OracleColumn], low: bool, high: bool) -> str:

@@ -313,10 +313,12 @@ class FakeOracle:
         return quoted
 
     async def expire_snapshots(self) -> None:
-        """Forget every SCN handed out, as undo retention eventually does."""
-        for exporter, _ in self._snapshots.values():
-            await exporter.close()
-        self._snapshots.clear()
+        """Forget every SCN handed out, as undo retention eventually does: between two
+        statements, so that each fails as Oracle's would, at its start."""
+        async with self._busy:
+            for exporter, _ in self._snapshots.values():
+                await exporter.close()
+            self._snapshots.clear()
 
     # -- the driver's side --------------------------------------------------------------
 
