@@ -279,6 +279,7 @@ class _Run:
             conn=self.writer.conn,
             run_part=self._run_part,
             stop=self.engine.stop,
+            observer=self.engine.observer,
         )
         try:
             finished = await load.lead(source, direct, self.rows_estimate)

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from syncd.runs import ChunkState
+
 
 class RunCounts(BaseModel):
     """How busy the daemon is: the page's count of runs and queue."""
@@ -22,6 +24,18 @@ class RunCounts(BaseModel):
     running: int
     queued: int
     max_concurrent_runs: int
+
+
+class LoadProgress(BaseModel):
+    """A parallel load of the sync, in progress or the last one, over every process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunks: int
+    done: int
+    running: int
+    rows_read: int
+    instances: int = Field(description="Processes that committed batches of this load.")
 
 
 class _Event(BaseModel):
@@ -54,6 +68,23 @@ class BatchCommitted(_Event):
     source_rows_estimate: int | None = Field(
         description="The engine's estimate of the rows the run reads, its bar's end."
     )
+
+
+class ChunkChanged(_Event):
+    """A worker of this daemon claimed a chunk of a parallel load, committed it, took it
+    over from a worker whose lease ran out, or lost it to another."""
+
+    type: Literal["chunk"]
+    run_id: str
+    load_id: str
+    chunk: int
+    state: ChunkState
+    instance: str = Field(description="The worker's process: host and pid.")
+    rows: int | None = Field(
+        description="Rows the worker read of the chunk; null but when committed."
+    )
+    load: LoadProgress = Field(description="The whole load just after this change.")
+    runs: RunCounts
 
 
 class RunFinished(_Event):
@@ -101,6 +132,7 @@ Event = Annotated[
     RunQueued
     | RunStarted
     | BatchCommitted
+    | ChunkChanged
     | RunFinished
     | SyncReset
     | FreshnessChanged
@@ -112,6 +144,7 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     RunQueued,
     RunStarted,
     BatchCommitted,
+    ChunkChanged,
     RunFinished,
     SyncReset,
     FreshnessChanged,

@@ -49,7 +49,8 @@ async def _help(
         observer = LoadObserver(engine.observer, request.run_id, time.monotonic(), lambda: None)
         run_part = functools.partial(engine.run_part, request, observer=observer)
         helper = ParallelLoad(sync_name=name, sync=sync, chunks=chunks, conn=conn,
-                              run_part=run_part, stop=engine.stop, lead=False)  # fmt: skip
+                              run_part=run_part, stop=engine.stop, lead=False,
+                              observer=engine.observer)  # fmt: skip
         await helper.work(load, direct=False)
         clean = True
     finally:

@@ -23,7 +23,7 @@ from syncd.chunks import ChunkStore, Claim, Fenced, Load, instance
 from syncd.config import SyncConfig
 from syncd.parts import Part
 from syncd.pg import Conn
-from syncd.runs import BatchReport, RunObserver, RunResult
+from syncd.runs import BatchReport, ChunkReport, ChunkState, RunObserver, RunResult
 from syncd.sources import PlansLoads, Position, Window
 
 log = structlog.get_logger("syncd.load")
@@ -56,6 +56,7 @@ class ParallelLoad:
         run_part: Callable[[Part], Awaitable[RunResult]],
         stop: asyncio.Event,
         lead: bool = True,
+        observer: RunObserver | None = None,
     ) -> None:
         self._name = sync_name
         self._sync = sync
@@ -68,6 +69,8 @@ class ParallelLoad:
         self._stop = stop
         self._lead = lead
         """Whether this process leads the load, and so waits for others' chunks to end."""
+        self._observer = observer
+        """Told of each chunk this process's workers claim, commit, take over or lose."""
         self.done = Done()
 
     async def lead(
@@ -136,9 +139,11 @@ class ParallelLoad:
         ledger = _ChunkLedger(self._chunks, self._name, claim, self._sync)
         part = Part(window, ledger, direct=direct and not claim.reclaimed)
         try:
+            await self._tell(load, claim, "reclaimed" if claim.reclaimed else "claimed")
             result = await self._run_part(part)
         except Fenced:
             log.warning("chunk_lost", chunk=claim.chunk, instance=instance())
+            await self._tell(load, claim, "lost")
             return
         except BaseException:
             await asyncio.shield(self._release(claim))
@@ -155,8 +160,22 @@ class ParallelLoad:
             elapsed = round(time.monotonic() - began, 3)
             log.info("chunk_committed", chunk=claim.chunk, instance=instance(),
                      rows=result.rows_read, duration_s=elapsed)  # fmt: skip
+            await self._tell(load, claim, "committed", result.rows_read)
         else:
             log.warning("chunk_lost", chunk=claim.chunk, instance=instance())
+            await self._tell(load, claim, "lost")
+
+    async def _tell(
+        self, load: Load, claim: Claim, state: ChunkState, rows: int | None = None
+    ) -> None:
+        """Tell the observer of a chunk's change, with the load's progress as it now is."""
+        if self._observer is None:
+            return
+        async with self._claiming:
+            progress = await self._chunks.progress(self._conn, self._name)
+        report = ChunkReport(self._name, load.load_id, claim.chunk, state, instance(), rows,
+                             progress[self._name])  # fmt: skip
+        self._observer.chunk_changed(report)
 
     async def _release(self, claim: Claim) -> None:
         try:
@@ -199,6 +218,9 @@ class LoadObserver:
                 rows_estimate=self._rows_estimate(),
             )
         )
+
+    def chunk_changed(self, report: ChunkReport) -> None:
+        """A part reads one chunk and never loads in chunks itself: nothing comes here."""
 
 
 class _ChunkLedger:

@@ -69,9 +69,10 @@ READ_ERRORS = (400, 404, 500, 503)
 
 EVENTS_DESCRIPTION = (
     "Each event's name is its data's `type`, and its data a JSON object of the event's"
-    " schema: a run queued, started, a batch committed, a run finished, a sync reset, a sync"
-    " turned stale or fresh, a verify ended. A comment line keeps an idle stream open every"
-    " 15 s. Events are sent at most ten times a second, several at a time; a reader that"
+    " schema: a run queued, started, a batch committed, a chunk of a parallel load claimed,"
+    " committed, taken over or lost by a worker of this daemon, a run finished, a sync reset,"
+    " a sync turned stale or fresh, a verify ended. A comment line keeps an idle stream open"
+    " every 15 s. Events are sent at most ten times a second, several at a time; a reader that"
     " takes nothing for 10 s loses its stream, and one that falls behind misses events."
 )
 

@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from syncd.events import RunCounts
+from syncd.events import LoadProgress, RunCounts
 from syncd.state import RunRecord
 
 MAX_NAME_LENGTH = 200
@@ -272,16 +272,6 @@ class Backfill(Payload):
     position: list[str | None] | None = Field(
         description="The key the backfill has reached; null before its first batch."
     )
-
-
-class LoadProgress(Payload):
-    """A parallel load of the sync, in progress or the last one, over every process."""
-
-    chunks: int
-    done: int
-    running: int
-    rows_read: int
-    instances: int = Field(description="Processes that committed batches of this load.")
 
 
 class SyncState(Payload):

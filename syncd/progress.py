@@ -6,7 +6,7 @@ import sys
 
 from tqdm import tqdm
 
-from syncd.runs import BatchReport
+from syncd.runs import BatchReport, ChunkReport
 
 
 class TerminalProgress:
@@ -31,6 +31,9 @@ class TerminalProgress:
             if report.rows_estimate is not None:
                 self._bar.total = report.rows_estimate
             self._bar.update(report.rows)
+
+    def chunk_changed(self, report: ChunkReport) -> None:
+        """The bar counts the run's rows, whichever chunk they come from."""
 
     def close(self) -> None:
         if self._bar is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ from syncd.helping import help_load
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.pools import Connections
-from syncd.runs import BatchReport, RunRequest, RunResult, new_run_id
+from syncd.runs import BatchReport, ChunkReport, RunRequest, RunResult, new_run_id
 from syncd.subscribers import Subscribers
 
 log = structlog.get_logger("syncd.runner")
@@ -445,3 +445,6 @@ class _Observer:
 
     def batch_committed(self, report: BatchReport) -> None:
         self._runner.note_batch(self._live, report)
+
+    def chunk_changed(self, report: ChunkReport) -> None:
+        self._runner.publish({"type": "chunk", "run_id": self._live.run_id} | asdict(report))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
+from syncd.chunks import Progress
 from syncd.parts import Part
 from syncd.sources import Position
 
@@ -67,7 +68,27 @@ class BatchReport:
     """About how many rows the run reads in all: never fewer than it has read."""
 
 
+ChunkState = Literal["claimed", "committed", "reclaimed", "lost"]
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """A worker of this process claimed, committed, took over or lost a chunk of a load."""
+
+    sync_name: str
+    load_id: str
+    chunk: int
+    state: ChunkState
+    instance: str
+    rows: int | None
+    """Rows the worker read of the chunk, once it committed it; None before, or if lost."""
+    load: Progress
+    """The whole load's progress, over every process, just after this change."""
+
+
 class RunObserver(Protocol):
     def run_started(self, sync_name: str, run_id: str, rows_estimate: int | None) -> None: ...
 
     def batch_committed(self, report: BatchReport) -> None: ...
+
+    def chunk_changed(self, report: ChunkReport) -> None: ...

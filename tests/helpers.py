@@ -18,7 +18,7 @@ import yaml
 
 from syncd.config import Config
 from syncd.engine import Engine
-from syncd.runs import BatchReport, RunRequest, RunResult
+from syncd.runs import BatchReport, ChunkReport, RunRequest, RunResult
 from tests.daemon import Daemon
 
 ITEMS_DDL = """
@@ -90,6 +90,7 @@ class Recorder:
 
     def __init__(self, stop_after: int | None = None, stop: asyncio.Event | None = None) -> None:
         self.reports: list[BatchReport] = []
+        self.chunks: list[ChunkReport] = []
         self.estimates: list[int | None] = []
         self.stop_after = stop_after
         self.stop = stop
@@ -106,6 +107,9 @@ class Recorder:
             self.fifth_batch.set()
         if self.stop is not None and len(self.reports) >= (self.stop_after or 0):
             self.stop.set()
+
+    def chunk_changed(self, report: ChunkReport) -> None:
+        self.chunks.append(report)
 
 
 async def run_sync(

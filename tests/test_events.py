@@ -7,6 +7,7 @@ import json
 import socket
 import statistics
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from syncd.api import Services, create_app
 from syncd.api import stream as stream_module
+from syncd.chunks import ChunkStore
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.runner import Runner
@@ -26,6 +28,7 @@ from syncd.state import StateStore
 from tests.contract import Broken, Recording, check_event
 from tests.daemon import Daemon
 from tests.helpers import create_items, unreachable_config, wait_for_value
+from tests.test_parallel_load import plan_load
 
 EVENTS = "/api/batch-sync/events"
 ITEMS = {
@@ -93,6 +96,91 @@ async def test_a_stream_tells_each_run_change_and_batch_and_ends_with_the_daemon
             assert await stream.content.read() == b""
     finally:
         await daemon.stop()
+
+
+async def test_a_parallel_load_streams_each_chunk_claimed_and_committed_with_the_load_s_progress(
+    conn: asyncpg.Connection, make_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 3000)
+    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
+    loaded = ITEMS | {"chunk_rows": 300, "parallel": 2, "batch_size": 100}
+    _, path = make_config({"items": loaded}, api={"host": "127.0.0.1", "port": 0})
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    try:
+        await daemon.wait_ready()
+        async with aiohttp.ClientSession() as session, session.get(daemon.url + EVENTS) as stream:
+            recording = Recording(stream)
+            try:
+                status, finished = await daemon.request("POST", "/api/batch-sync/start-sync")
+                assert status == 200, finished
+                await recording.until(lambda: recording.finished("items"))
+            finally:
+                recording.stop()
+        assert await daemon.stop() == 0
+    finally:
+        await daemon.stop()
+
+    for name, data in recording.raw:
+        check_event(name, data)
+    chunks = {row["chunk"]: row["rows_read"] for row in await conn.fetch(
+        "SELECT chunk, rows_read FROM syncd.chunks WHERE status = 'done'")}  # fmt: skip
+    assert len(chunks) > 2
+    events = recording.named("chunk", "items")
+    assert {e["run_id"] for e in events} == {finished["run_id"]}
+    assert {e["instance"] for e in events} == {f"{socket.gethostname()}:{daemon.pid}"}
+    assert sorted(e["chunk"] for e in events if e["state"] == "claimed") == sorted(chunks)
+    committed = {e["chunk"]: e["rows"] for e in events if e["state"] == "committed"}
+    assert committed == chunks and sum(committed.values()) == 3000
+    assert {e["state"] for e in events} == {"claimed", "committed"}
+    # Each event carries the whole load as it stood: the last one, every chunk done.
+    assert {e["load"]["chunks"] for e in events} == {len(chunks)}
+    assert events[-1]["load"] == {
+        "chunks": len(chunks), "done": len(chunks), "running": 0, "rows_read": 3000,
+        "instances": 1,
+    }  # fmt: skip
+    done = [e["load"]["done"] for e in events]
+    assert done == sorted(done)  # published in the order the load went
+
+
+async def test_a_chunk_taken_over_from_a_worker_whose_lease_ran_out_is_streamed_as_reclaimed(
+    conn: asyncpg.Connection, make_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 1000)
+    loaded = ITEMS | {"chunk_rows": 250, "parallel": 2}
+    config, path = make_config({"items": loaded}, api={"host": "127.0.0.1", "port": 0})
+    await plan_load(conn, config.syncs["items"])
+    # Another process's worker claims the first chunk and is never heard of again. Its lease
+    # is short; the daemon's, the default, outlasts any stall of a busy machine.
+    chunks = ChunkStore("syncd")
+    load = await chunks.unfinished(conn, "items")
+    assert load is not None
+    gone = await chunks.claim(conn, "items", load, timedelta(milliseconds=100))
+    assert gone is not None and gone.chunk == 0
+    await asyncio.sleep(0.2)  # its lease runs out
+    daemon = Daemon(path, tmp_path)
+    await daemon.start()
+    try:
+        await daemon.wait_ready()
+        async with aiohttp.ClientSession() as session, session.get(daemon.url + EVENTS) as stream:
+            recording = Recording(stream)
+            try:
+                status, finished = await daemon.request("POST", "/api/batch-sync/start-sync")
+                assert status == 200, finished
+                await recording.until(lambda: recording.finished("items"))
+            finally:
+                recording.stop()
+    finally:
+        await daemon.stop()
+
+    for name, data in recording.raw:
+        check_event(name, data)
+    changes = [(e["chunk"], e["state"]) for e in recording.named("chunk", "items")]
+    assert sorted(changes) == [
+        (0, "committed"), (0, "reclaimed"), (1, "claimed"), (1, "committed"),
+        (2, "claimed"), (2, "committed"), (3, "claimed"), (3, "committed"),
+    ]  # fmt: skip
+    assert {e["load_id"] for e in recording.named("chunk", "items")} == {load.load_id}
 
 
 @pytest.mark.parametrize("path", ["/static/index.html", "/static/..%2fapi.py", "/static/x.js"])
@@ -216,8 +304,8 @@ BEGIN PERFORM pg_advisory_xact_lock_shared(7); RETURN true; END $$;
 async def test_every_event_of_a_recorded_stream_fits_the_published_schema(
     conn: asyncpg.Connection, db: str, api, monkeypatch
 ) -> None:
-    """A stream through a successful run, a failed one (its source table dropped mid-run),
-    a reset, a start through the API, scheduled runs and keep-alives."""
+    """A stream through a successful run, a parallel load, a failed run (its source table
+    dropped mid-run), a reset, a start through the API, scheduled runs and keep-alives."""
     monkeypatch.setattr(stream_module, "KEEP_ALIVE_S", 0.2)
     await create_items(conn, 40)
     await conn.execute(GATE)
@@ -226,13 +314,18 @@ async def test_every_event_of_a_recorded_stream_fits_the_published_schema(
     doomed = ITEMS | {"table": None, "target_table": "public.doomed", "batch_size": 5,
                       "query": "SELECT * FROM src.doomed WHERE src.gate()"}  # fmt: skip
     ticking = ITEMS | {"target_table": "public.ticking", "schedule": {"every": "1s"}}
-    client = await api({"items": ITEMS, "doomed": doomed, "ticking": ticking})
+    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
+    loaded = ITEMS | {"target_table": "public.loaded", "chunk_rows": 10, "batch_size": 5}
+    client = await api({"items": ITEMS, "doomed": doomed, "ticking": ticking, "loaded": loaded})
     async with client.session.get(client.make_url(EVENTS)) as stream:
         recording = Recording(stream)
         try:
             succeeded = await client.post("/api/batch-sync/start-sync?sync_name=items")
             assert succeeded.status == 200
             await recording.until(lambda: recording.finished("items"))
+            loading = await client.post("/api/batch-sync/start-sync?sync_name=loaded")
+            assert loading.status == 200
+            await recording.until(lambda: recording.finished("loaded"))
 
             await conn.execute("SELECT pg_advisory_lock(7)")  # the doomed run's reads wait
             started = await client.post("/api/batch-sync/start?sync_name=doomed")
@@ -258,7 +351,7 @@ async def test_every_event_of_a_recorded_stream_fits_the_published_schema(
     for name, data in recording.raw:
         check_event(name, data)
     names = [name for name, _ in recording.events]
-    assert {"run_started", "batch_committed", "run_finished", "sync_reset"} <= set(names)
+    assert {"run_started", "batch_committed", "chunk", "run_finished", "sync_reset"} <= set(names)
     (failed,) = recording.finished("doomed")
     assert failed["status"] == "failed" and "doomed" in failed["error"], failed
     batches = [

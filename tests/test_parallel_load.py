@@ -284,6 +284,9 @@ async def test_rows_changed_during_a_load_are_all_there_after_the_next_run(
         def batch_committed(self, report: object) -> None:
             pass
 
+        def chunk_changed(self, report: object) -> None:
+            pass
+
     changing = asyncio.create_task(write_while_loading())
     result = await run_sync(config, "items", observer=Starts())  # type: ignore[arg-type]
     loading.clear()

@@ -27,7 +27,7 @@ from syncd.api.http import (
 from syncd.chunks import ChunkStore
 from syncd.config import CronSchedule, EverySchedule
 from syncd.errors import Busy, NotAccepting
-from syncd.events import RunCounts
+from syncd.events import LoadProgress, RunCounts
 from syncd.freshness import Freshness as FreshnessSeen
 from syncd.identifiers import TableName
 from syncd.payload import (
@@ -37,7 +37,6 @@ from syncd.payload import (
     Freshness,
     Health,
     LastVerify,
-    LoadProgress,
     NameBody,
     NameQuery,
     PoolUse,

@@ -330,3 +330,50 @@ async def test_each_batch_query_is_an_index_range_scan(
         steps = [row[0] for row in await cursor.fetchall()]
     assert any(step.startswith("INDEX RANGE SCAN SYNCD_PLAN_BY_TIME") for step in steps), steps
     assert not any(step.startswith("TABLE ACCESS FULL") for step in steps), steps
+
+
+@pytest.mark.parametrize(
+    ("key_ddl", "key_values"),
+    [
+        ("ID NUMBER(12) PRIMARY KEY", "LEVEL"),
+        (
+            "CODE VARCHAR2(40) PRIMARY KEY",
+            "CASE MOD(LEVEL, 2) WHEN 0 THEN 'k' ELSE 'K' END || LEVEL",
+        ),
+        (
+            "REGION VARCHAR2(10), LINE_NO NUMBER(9), PRIMARY KEY (REGION, LINE_NO)",
+            "'r' || MOD(LEVEL, 7), LEVEL",
+        ),
+    ],
+    ids=["integer", "text", "composite"],
+)
+async def test_a_parallel_load_is_planned_and_read_as_of_one_scn(
+    oracle: oracledb.AsyncConnection,
+    conn: asyncpg.Connection,
+    make_config: Any,
+    key_ddl: str,
+    key_values: str,
+) -> None:
+    """Oracle runs the planning SQL (MIN/MAX or NTILE, AS OF SCN), and the chunks read
+    every row once."""
+    await recreate(oracle, "SYNCD_LOAD", f"CREATE TABLE SYNCD_LOAD ({key_ddl}, NAME VARCHAR2(40))")
+    await run(
+        oracle,
+        f"INSERT INTO SYNCD_LOAD SELECT {key_values}, 'row ' || LEVEL"
+        " FROM DUAL CONNECT BY LEVEL <= 1000",
+        "BEGIN DBMS_STATS.GATHER_TABLE_STATS(USER, 'SYNCD_LOAD'); END;",
+    )
+    config = configure(make_config, "SYNCD_LOAD", chunk_rows=100, parallel=3, batch_size=40)
+    opened = open_source(config.sources["ora"], config.syncs["t"])
+    async with opened as source, source.load_plan(100) as plan:  # type: ignore[attr-defined]
+        assert plan.snapshot is not None and plan.since is None
+        assert 8 <= len(plan.bounds) <= 10
+
+    result = await run_sync(config, "t")
+
+    assert result.status == "succeeded", result.error
+    assert result.rows_read == 1000
+    chunks = await conn.fetch("SELECT status, rows_read FROM syncd.chunks")
+    assert {c["status"] for c in chunks} == {"done"} and len(chunks) >= 8
+    assert sum(c["rows_read"] for c in chunks) == 1000
+    assert await conn.fetchval("SELECT count(DISTINCT name) FROM public.syncd_load") == 1000
