@@ -13,20 +13,19 @@ import asyncio
 import contextlib
 import time
 from dataclasses import replace
-from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
 
-from syncd import clock, handoff, retry, schema
+from syncd import handoff, retry, schema
 from syncd.chunks import ChunkStore
-from syncd.config import DATABASE_TIME_ZONE, Config, SyncConfig
+from syncd.config import Config, SyncConfig
+from syncd.drift import RunDrift
 from syncd.errors import RetriesExhausted, SourceError, SyncdError, TargetError
 from syncd.freshness import kind_of_cursor
 from syncd.load import LoadObserver, ParallelLoad
 from syncd.parts import Part
-from syncd.phases import Phase, after_load, plan_phases
+from syncd.phases import Phase, after_load, clock_fall_back, plan_phases, rows_without_cursor
 from syncd.pools import Connector, OwnConnections
 from syncd.redact import scrub
 from syncd.runs import BatchReport, RunObserver, RunRequest, RunResult
@@ -40,7 +39,7 @@ from syncd.sources import (
     Source,
     Window,
 )
-from syncd.state import StateStore, SyncState
+from syncd.state import StateStore
 from syncd.target import DirectCopyConflict, TargetTable
 from syncd.writer import RunWriter
 
@@ -222,22 +221,27 @@ class _Run:
             direct = part.direct and self.direct_allowed
             await self._phase(source, table, Phase(part.window, final=False), direct)
             return
-        followed = await self._follow_schema(shape, state)
+        drift = RunDrift(self.store, self.name, self.sync, self.request.run_id)
+        followed = await drift.follow(conn, shape, state)
+        self.result.schema_changes += [change.action for change in followed.changes]
+        if followed.refused:
+            raise schema.refusal(followed.refused, self.sync.schema_changes)
         table = self._table(shape, followed.ignored, followed.dropped)
         async with conn.transaction():
             if await table.exists(conn):
                 await table.follow(conn, followed.add, followed.widen)
-            await self._save_schema(shape, state, followed)
+            await drift.save(conn, shape, state, followed)
         await table.prepare(conn)
         state = await self.store.load(conn, self.name)
         full_refresh = self.request.full_refresh and self.result.batches == 0
-        fall_back = self._fall_back(shape, state)
+        zone = self.engine.config.sources[self.sync.source].cursor_time_zone
+        fall_back = clock_fall_back(zone, shape, state, announce=not self.lookback_done)
         phases = plan_phases(state, self.sync, full_refresh, self.lookback_done, fall_back)
         if self.rows_estimate is None:
             self.rows_estimate = await source.estimate_rows(phases[-1].window)
             if self.engine.observer is not None:
                 self.engine.observer.run_started(self.name, self.request.run_id, self.rows_estimate)
-        nulls = await _rows_without_cursor(source, self.sync)
+        nulls = await rows_without_cursor(source, self.sync)
         direct = self.direct_allowed and await table.is_empty(conn)
         if (
             phases == [Phase(Window())]
@@ -308,70 +312,6 @@ class _Run:
             nulled=dropped,
             wait_for_flush=self.engine.config.target.synchronous_commit == "on",
         )
-
-    async def _follow_schema(self, shape: Shape, state: SyncState) -> schema.Followed:
-        """What this run does about the source's columns, refusing what the policy refuses
-        before anything is written. Each change is logged and kept in the history."""
-        policy = self.sync.schema_changes
-        if state.source_columns is None:  # the first run to look: nothing to compare with
-            return schema.Followed()
-        followed = schema.follow(
-            state.source_columns, shape, policy, state.ignored_columns, state.dropped_columns
-        )
-        for change in followed.changes:
-            log.warning(
-                "schema_change",
-                column=change.column,
-                change=change.change,
-                old_type=change.old_type,
-                new_type=change.new_type,
-                action=change.action,
-            )
-            self.result.schema_changes.append(change.action)
-        for name in followed.ignored:
-            if name not in {change.column for change in followed.changes}:
-                log.info("schema_change", column=name, change="added", action="ignored")
-        if followed.refused:
-            await self.store.record_changes(
-                self.writer.conn, self.name, self.request.run_id, _history(followed.changes)
-            )
-            raise schema.refusal(followed.refused, policy)
-        return followed
-
-    async def _save_schema(self, shape: Shape, state: SyncState, followed: schema.Followed) -> None:
-        """Remember the columns seen, in the transaction that altered the target."""
-        columns = schema.columns_of(shape)
-        if columns == state.source_columns and not followed.changes:
-            return
-        conn = self.writer.conn
-        backfill = followed.backfill
-        if backfill and self.sync.cursor is None:
-            # A sync without a cursor re-reads every row each pass: start the pass over.
-            await self.store.restart_pass(conn, self.name)
-            backfill = []
-        await self.store.save_schema(
-            conn,
-            self.name,
-            columns=columns,
-            ignored=followed.ignored,
-            dropped=followed.dropped,
-            backfill=backfill,
-        )
-        await self.store.record_changes(
-            conn, self.name, self.request.run_id, _history(followed.changes)
-        )
-
-    def _fall_back(self, shape: Shape, state: SyncState) -> timedelta:
-        """How far a zone-less cursor's clock was set back since the saved position."""
-        zone = self.engine.config.sources[self.sync.source].cursor_time_zone
-        if zone in (None, DATABASE_TIME_ZONE) or shape.cursor is None or state.position is None:
-            return timedelta()
-        if not clock.is_zone_less(shape.column(shape.cursor).pg_type):
-            return timedelta()
-        gap = clock.fall_back_gap(ZoneInfo(zone), str(state.position[0]))
-        if gap and not self.lookback_done:
-            log.info("clock_fell_back", zone=zone, rereads=str(gap), since=state.position[0])
-        return gap
 
     async def _phase(self, source: Source, table: TargetTable, phase: Phase, direct: bool) -> None:
         """Write one phase's batches while the next is fetched."""
@@ -453,7 +393,9 @@ class _Run:
         began = time.monotonic()
         try:
             async with conn.transaction():
-                rows, written = await _write(table, conn, batch, direct, phase.backfill)
+                rows, written = await table.write(
+                    conn, batch, direct=direct, backfill=phase.backfill
+                )
                 if self.request.part is not None:
                     await self.request.part.ledger.record(conn, batch.end, rows, written)
                 elif phase.backfill:
@@ -503,36 +445,3 @@ class _Run:
         )
         if self.engine.observer is not None:
             self.engine.observer.batch_committed(report)
-
-
-async def _write(
-    table: TargetTable, conn: asyncpg.Connection, batch: Batch, direct: bool, backfill: bool
-) -> tuple[int, int]:
-    try:
-        return await table.write(conn, batch, direct=direct, backfill=backfill)
-    except asyncpg.CardinalityViolationError:
-        keys = ", ".join(table.shape.key)
-        raise SourceError(
-            f"the key ({keys}) is not unique in the source: one batch holds a key twice"
-        ) from None
-
-
-async def _rows_without_cursor(source: Source, sync: SyncConfig) -> int:
-    """How many rows a run reads by key because their cursor is NULL; null_cursor: fail
-    refuses the run while there are any, before anything is written."""
-    if sync.cursor is None or sync.null_cursor == "skip":
-        return 0
-    count = await source.null_cursors()
-    if count and sync.null_cursor == "fail":
-        raise SourceError(
-            f"{count} rows have a NULL cursor ({sync.cursor}), and null_cursor is 'fail':"
-            " give them a value, or set null_cursor to include (read them by key each run)"
-            " or skip (never read them)"
-        )
-    if count:
-        log.warning("null_cursor_rows", rows=count, action="read by key")
-    return count
-
-
-def _history(changes: list[schema.Change]) -> list[tuple[str, str, str | None, str | None, str]]:
-    return [(c.column, c.change, c.old_type, c.new_type, c.action) for c in changes]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from syncd.errors import SchemaMismatch, SyncdError, TargetError
+from syncd.errors import SchemaMismatch, SourceError, SyncdError, TargetError
 from syncd.identifiers import TableName, quote_ident
 from syncd.retry import is_retryable
 from syncd.sources import Batch, Column, CopyBatch, Shape
@@ -286,6 +286,11 @@ class TargetTable:
             status = await conn.execute(
                 f"{self._commit_setting}SAVEPOINT {_BEFORE_UPSERT}; {upsert}"
             )
+        except asyncpg.CardinalityViolationError:
+            keys = ", ".join(self.shape.key)
+            raise SourceError(
+                f"the key ({keys}) is not unique in the source: one batch holds a key twice"
+            ) from None
         except asyncpg.DataError as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_BEFORE_UPSERT}")
             culprit = await self._find_rejected_value(conn, rows)

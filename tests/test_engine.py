@@ -417,6 +417,29 @@ async def test_a_null_key_stops_the_run_before_anything_is_written(
     assert (state["is_complete"], state["position"]) == (False, None)
 
 
+async def test_a_key_held_twice_in_a_batch_stops_the_run_naming_the_key(
+    conn: asyncpg.Connection, make_config
+) -> None:
+    # No primary key here: nothing in the source keeps the named key unique.
+    await conn.execute(
+        "CREATE TABLE src.loose AS SELECT n::bigint AS id, 'row ' || n AS name"
+        " FROM generate_series(1, 50) AS n"
+    )
+    await conn.execute("INSERT INTO src.loose VALUES (5, 'row 5 again')")
+    await conn.execute("CREATE INDEX ON src.loose (id)")  # read batch by batch
+    sync = {"table": "src.loose", "key": ["id"], "target_table": "public.loose", "batch_size": 4}
+    config, _ = make_config({"loose": sync})
+
+    with pytest.raises(
+        SourceError,
+        match=r"the key \(id\) is not unique in the source: one batch holds a key twice",
+    ):
+        await run_sync(config, "loose")
+
+    # The batches before the one holding key 5 twice, and nothing of that one.
+    assert await conn.fetchval("SELECT array_agg(id ORDER BY id) FROM public.loose") == [1, 2, 3, 4]
+
+
 async def test_lag_leaves_rows_newer_than_the_source_clock_for_a_later_run(
     conn: asyncpg.Connection, make_config
 ) -> None:
