@@ -285,3 +285,22 @@ async def test_a_sync_that_asks_for_an_scn_is_refused_one_and_says_which_grant(
     assert await conn.fetchval("SELECT count(*) FROM syncd.chunks") == 0
 
     assert await conn.fetchval("SELECT count(*) FROM public.items") == 0
+
+
+async def test_a_chunk_s_failure_is_the_run_s_own_clear_error(
+    oracle: FakeOracle, make_config: Any
+) -> None:
+    """A worker's error reaches the run as itself, not as a task group's 'unhandled
+    errors': the user learns which row holds what."""
+    await oracle.create_table(
+        "ITEMS", {"ID": "NUMBER(9)", "NOTES": "CLOB"}, primary_key=["ID"], num_rows=1000
+    )
+    await oracle.conn.execute(
+        """INSERT INTO "CRM"."ITEMS" SELECT n, CASE WHEN n = 500 THEN '\\x610062'::bytea
+             ELSE 'x'::bytea END FROM generate_series(1, 1000) AS n"""
+    )
+    sync = {"source": "crm", "table": "CRM.ITEMS", "target_table": "public.items"}
+    config, _ = make_config({"items": sync | {"nul": "fail", "chunk_rows": 100}}, sources=SOURCES)
+
+    with pytest.raises(SourceError, match=r"NOTES of the row at \['500'\] holds a NUL"):
+        await run_sync(config, "items")
