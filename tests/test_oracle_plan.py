@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from syncd.errors import SourceError
 from syncd.sources import open_source
 from tests.helpers import fingerprint, run_sync
 from tests.oracle.harness import FakeOracle, database_error, fake_oracle
@@ -26,8 +27,6 @@ from tests.oracle.harness import FakeOracle, database_error, fake_oracle
 SOURCES = {
     "crm": {"kind": "oracle", "dsn": "crm-db:1521/FREEPDB1", "user": "SYNCD", "password": "pw"}
 }
-STALE_STATISTICS = 1_000_000
-"""ALL_TABLES.NUM_ROWS as the tests leave it: above chunk_rows, so every run plans a load."""
 
 
 @pytest.fixture
@@ -72,10 +71,14 @@ KEYS: dict[str, tuple[dict[str, str], list[str], str, str, str]] = {
 }
 
 
-async def create(oracle: FakeOracle, kind: str, rows: int) -> dict[str, Any]:
-    """A table of ``rows`` rows keyed as ``kind`` says; the sync that reads it."""
+async def create(
+    oracle: FakeOracle, kind: str, rows: int, counted: int | None = None
+) -> dict[str, Any]:
+    """A table of ``rows`` rows keyed as ``kind`` says, of which its statistics
+    (ALL_TABLES.NUM_ROWS) counted ``counted`` (by default, all); the sync that reads it."""
     columns, key, values, *_ = KEYS[kind]
-    await oracle.create_table("ITEMS", columns, primary_key=key, num_rows=STALE_STATISTICS)
+    num_rows = rows if counted is None else counted
+    await oracle.create_table("ITEMS", columns, primary_key=key, num_rows=num_rows)
     await oracle.conn.execute(
         f'INSERT INTO "CRM"."ITEMS" SELECT {values} FROM generate_series(1, {rows}) AS n'
     )
@@ -118,6 +121,23 @@ async def test_a_parallel_load_reads_every_row_once_at_the_plan_s_scn(
     assert len(at_scn(oracle)) == 1
 
 
+async def test_statistics_size_the_ranges_and_no_row_is_counted(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    """Counting every key would keep every worker waiting on a large table: the table's
+    statistics say about how many rows there are, and MIN/MAX still bound the keys."""
+    sync = await create(oracle, "integer", 2000, counted=1000)
+    config, _ = make_config({"items": sync | {"chunk_rows": 100}}, sources=SOURCES)
+
+    result = await run_sync(config, "items")
+
+    assert result.status == "succeeded", result.error
+    chunks = await conn.fetch("SELECT rows_read FROM syncd.chunks ORDER BY chunk")
+    assert [c["rows_read"] for c in chunks] == [200] * 10  # 1,000 counted rows, not 2,000
+    assert not [s.sql for s in oracle.statements if 'COUNT(*) FROM "CRM"."ITEMS"' in s.sql]
+    assert await same_rows(conn, "integer")
+
+
 @pytest.mark.parametrize("rows", [0, 1])
 async def test_an_empty_or_one_row_source_is_one_range_read_as_one_pass(
     oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any, rows: int
@@ -158,7 +178,7 @@ async def test_chunks_read_as_of_the_plan_and_the_next_run_reads_on_from_its_cur
         "ITEMS",
         {"ID": "NUMBER(12)", "UPDATED_AT": "TIMESTAMP(6)", "NAME": "VARCHAR2(40)"},
         primary_key=["ID"],
-        num_rows=STALE_STATISTICS,
+        num_rows=1001,
     )
     utc_now = "(now() AT TIME ZONE 'UTC')"
     await conn.execute(
@@ -218,6 +238,12 @@ async def test_an_scn_that_expires_mid_load_is_read_on_at_a_fresh_one(
     assert await conn.fetchval("SELECT sum(rows_read) FROM syncd.chunks") == 1000
 
 
+def refuse_flashback(sql: str) -> None:
+    """What Oracle answers AS OF SCN on a table the user has no FLASHBACK on."""
+    if "AS OF SCN" in sql:
+        raise database_error("ORA-01031: insufficient privileges", 1031)
+
+
 async def test_without_flashback_the_load_is_planned_and_read_without_an_scn(
     oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
 ) -> None:
@@ -225,10 +251,6 @@ async def test_without_flashback_the_load_is_planned_and_read_without_an_scn(
     config, _ = make_config(
         {"items": sync | {"chunk_rows": 100, "parallel": 2, "batch_size": 40}}, sources=SOURCES
     )
-
-    def refuse_flashback(sql: str) -> None:
-        if "AS OF SCN" in sql:
-            raise database_error("ORA-01031: insufficient privileges", 1031)
 
     oracle.before_execute = refuse_flashback
     with capture_logs() as logs:
@@ -241,3 +263,25 @@ async def test_without_flashback_the_load_is_planned_and_read_without_an_scn(
     # One statement tried the SCN, and was refused; the chunks read without one.
     assert len([s for s in oracle.statements if "AS OF SCN" in s.sql]) == 1
     assert await conn.fetchval("SELECT count(*) FROM syncd.chunks") >= 8
+
+
+async def test_a_sync_that_asks_for_an_scn_is_refused_one_and_says_which_grant(
+    oracle: FakeOracle, conn: asyncpg.Connection, make_config: Any
+) -> None:
+    sync = await create(oracle, "integer", 1000)
+    config, _ = make_config(
+        {"items": sync | {"chunk_rows": 100, "snapshot": "scn"}}, sources=SOURCES
+    )
+    oracle.before_execute = refuse_flashback
+
+    with (
+        capture_logs() as logs,
+        pytest.raises(SourceError, match=r"GRANT FLASHBACK ON CRM\.ITEMS TO SYNCD"),
+    ):
+        await run_sync(config, "items")
+
+    # Refused when planning: no load was planned to read without one.
+    assert not [e for e in logs if e["event"] == "load_without_snapshot"]
+    assert await conn.fetchval("SELECT count(*) FROM syncd.chunks") == 0
+
+    assert await conn.fetchval("SELECT count(*) FROM public.items") == 0

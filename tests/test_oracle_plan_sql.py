@@ -49,8 +49,9 @@ BY_NUMBER = Relation(
     table='"CRM"."LINES"', select=('"LINE_NO"',), order=('"LINE_NO"',), cursor=None
 )
 STATEMENTS = {
-    "extent_span": extent_sql(BY_NUMBER, scn=True, span=True),
-    "extent_count": extent_sql(BY_KEY, scn=True, span=False),
+    "extent_span": extent_sql(BY_NUMBER, scn=True, span=True, count=False),
+    "extent_span_count": extent_sql(BY_NUMBER, scn=True, span=True, count=True),
+    "extent_count": extent_sql(BY_KEY, scn=True, span=False, count=True),
     "tiles": tiles_sql(
         BY_KEY, 8, loaded_rows(BY_KEY, scn=True), [as_read(BY_KEY, k) for k in BY_KEY.order]
     ),
@@ -96,7 +97,7 @@ def test_a_zoned_key_is_tiled_by_its_instant_and_read_back_in_utc() -> None:
 
 def test_without_an_scn_nothing_reads_as_of_one() -> None:
     for sql in (
-        extent_sql(BY_NUMBER, scn=False, span=True),
+        extent_sql(BY_NUMBER, scn=False, span=True, count=True),
         loaded_rows(BY_KEY, scn=False),
         newest_sql(BY_CURSOR),
     ):

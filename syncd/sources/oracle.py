@@ -128,6 +128,8 @@ class OracleSource:
         try:
             plan = await self._plan(described, await self._current_scn(), rows_per_chunk)
         except ScnNotGranted as exc:
+            if self._sync.snapshot == "scn":
+                raise  # asked to read at an SCN, it must not quietly read without one
             log.warning("load_without_snapshot", reason=str(exc))
             plan = await self._plan(described, None, rows_per_chunk)
         yield plan
@@ -138,7 +140,11 @@ class OracleSource:
         # split are then read again after the load.
         since = await self._newest_at(described, at_scn, scn)
         bounds = await split_keys(
-            partial(self._query, binds=at_scn, scn=scn), described, scn is not None, rows_per_chunk
+            partial(self._query, binds=at_scn, scn=scn),
+            described,
+            scn is not None,
+            rows_per_chunk,
+            await self.estimate_rows(Window()),
         )
         return LoadPlan(bounds=bounds, since=since, snapshot=scn)
 

@@ -33,20 +33,34 @@ async def split_keys(
     described: Described,
     scn: bool,
     rows_per_chunk: int,
+    rows_estimate: int | None,
 ) -> list[Position]:
     """The last key of each range but the last, ascending, for ranges of about
     ``rows_per_chunk`` of the rows a parallel load reads; ``query`` runs a statement,
-    binding :scn if ``scn``."""
+    binding :scn if ``scn``.
+
+    A positive ``rows_estimate`` (the table's statistics) stands in for counting the
+    rows, a scan of every key while every worker waits for the plan: ranges only need
+    to be about equal, and statistics a little stale only make them a little larger or
+    smaller than asked.
+    """
     keys = described.keysets[True].relation
     shape = described.shape
     span = len(shape.key) == 1 and _is_integer(shape.column(shape.key[0]).pg_type)
-    ((*extent, rows),) = await query(extent_sql(keys, scn, span))
-    chunks = math.ceil(int(rows) / rows_per_chunk)
+    rows = rows_estimate or None
+    extent: list[Any] = []
+    if span or rows is None:
+        ((*extent,),) = await query(extent_sql(keys, scn, span=span, count=rows is None))
+    if rows is None:
+        rows = int(extent.pop())
+    if not rows or (span and extent[0] is None):
+        return []
+    chunks = math.ceil(rows / rows_per_chunk)
     if chunks <= 1:
         return []
     if span:
         low, high = (int(value) for value in extent)
-        spans = _even_spans(low, high, int(rows), chunks)
+        spans = _even_spans(low, high, rows, chunks)
         if spans is not None:
             return spans
     selected = [as_read(keys, column) for column in keys.order]

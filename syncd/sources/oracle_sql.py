@@ -170,14 +170,16 @@ def loaded_rows(keys: Relation, scn: bool) -> str:
     return sql if keys.cursor is None else f"{sql} WHERE NOT {keys.cursor} IS NULL"
 
 
-def extent_sql(keys: Relation, scn: bool, span: bool) -> str:
-    """How many rows a parallel load reads; with ``span``, first the least and the greatest
-    value of its single key column, which an index on it answers at its two ends."""
-    counted = "COUNT(*)"
+def extent_sql(keys: Relation, scn: bool, span: bool, count: bool) -> str:
+    """With ``span``, the least and the greatest value of a parallel load's single key
+    column; with ``count``, then how many rows it reads."""
+    counted = []
     if span:
         (key,) = keys.order
-        counted = f"MIN({key}), MAX({key}), {counted}"
-    return f"SELECT {counted} FROM {loaded_rows(keys, scn)}"
+        counted += [f"MIN({key})", f"MAX({key})"]
+    if count:
+        counted.append("COUNT(*)")
+    return f"SELECT {', '.join(counted)} FROM {loaded_rows(keys, scn)}"
 
 
 def tiles_sql(keys: Relation, tiles: int, rows: str, selected: Sequence[str]) -> str:
