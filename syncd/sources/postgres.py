@@ -286,8 +286,10 @@ class PostgresSource:
         elif shape.cursor is not None:
             cursor = quote_ident(shape.cursor)
             # A NULL cursor cannot be ordered against a position: such rows have a window
-            # of their own.
-            conditions.append(f"{cursor} IS NOT NULL")
+            # of their own. Where the column cannot hold one, saying so would only cost a
+            # look at each row's heap tuple in scans that the index alone can answer.
+            if not described.cursor_not_null:
+                conditions.append(f"{cursor} IS NOT NULL")
             if self._sync.lag is not None:
                 now = "now()"
                 if clock.is_zone_less(shape.column(shape.cursor).pg_type):

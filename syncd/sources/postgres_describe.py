@@ -27,6 +27,8 @@ class Described:
     """Each order column's own source type, for casting positions back from text."""
     select_list: str
     """Every column, cast where its source type is one only the source database knows."""
+    cursor_not_null: bool = False
+    """The table's cursor column is declared NOT NULL."""
 
 
 async def describe_source(
@@ -102,6 +104,7 @@ class _Describer:
                 missing_index=missing_index,
             ),
             cast_types={row["attname"]: row["source_type"] for row in attributes},
+            cursor_not_null=cursor is not None and by_name[cursor]["attnotnull"],
             select_list=", ".join(
                 as_wire(row["attname"], row["source_type"], row["wire_type"]) for row in chosen
             ),
