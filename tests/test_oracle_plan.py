@@ -4,9 +4,11 @@ expires mid-load, and a user who may not read at an SCN.
 
 The fake runs the planning SQL itself (NTILE, ROW_NUMBER, MIN/MAX, translated by
 sqlglot onto PostgreSQL), and reads AS OF SCN in the PostgreSQL snapshot exported for
-that SCN. What it cannot show is Oracle's own plan for these statements (an index
-answering MIN/MAX at its ends, one sort for NTILE) and real undo expiry:
-tests/oracle/test_real_oracle.py plans a load against a real database for that.
+that SCN. What it cannot show is how Oracle itself runs these statements (whether an
+index answers MIN/MAX, what NTILE's sort costs), ORA-01555 from real undo expiry (the
+fake forgets an SCN with ORA-08181), or a real refusal of FLASHBACK (ORA-01031 is
+raised by the test): tests/oracle/test_real_oracle.py plans and runs a load against a
+real database for the first.
 """
 
 from __future__ import annotations

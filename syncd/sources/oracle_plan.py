@@ -1,8 +1,8 @@
 """Splitting an Oracle source's keys into ranges for a parallel load, AS OF one SCN.
 
 As for PostgreSQL (``postgres_plan``): a single integer key that fills its range
-densely is cut arithmetically between its least and greatest value, one statement
-that an index answers at its two ends. Any other key (text, composite, a number
+densely is cut arithmetically between its least and greatest value, found by one
+statement. Any other key (text, composite, a number
 with a fraction or with gaps so wide that equal spans would hold very unequal
 numbers of rows) is cut at NTILE quantiles, one sort. Each bound is written as a
 batch's end is (``position_text``), so a chunk binds it as the keyset binds any
