@@ -63,6 +63,14 @@ KEYS: dict[str, tuple[dict[str, str], list[str], str, str, str]] = {
         '"CODE" COLLATE "C"',
         'code COLLATE "C"',
     ),
+    # Tiled by the instant, its bounds read back in UTC (SYS_EXTRACT_UTC) and bound at +00:00.
+    "zoned": (
+        {"AT": "TIMESTAMP(6) WITH TIME ZONE", "NAME": "VARCHAR2(40)"},
+        ["AT"],
+        "timestamptz '2025-03-30 00:59:00+01' + n * interval '1.5 second', 'item ' || n",
+        '"AT"',
+        "at",
+    ),
     "composite": (
         {"REGION": "VARCHAR2(10)", "LINE_NO": "NUMBER(9)", "NAME": "VARCHAR2(40)"},
         ["REGION", "LINE_NO"],
