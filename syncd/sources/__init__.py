@@ -6,6 +6,7 @@ batches. A new kind of database is one new module that implements ``Source``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -133,6 +134,20 @@ class LoadPlan:
     None without a cursor, or for an empty source."""
     snapshot: str | None
     """The snapshot every range is read at, while the planning source stays open."""
+
+
+DENSE_ENOUGH = 4
+"""An integer key spanning at most this many values per row is cut into equal spans."""
+
+
+def even_spans(low: int, high: int, rows: int, chunks: int) -> list[Position] | None:
+    """The last key of each of ``chunks`` equal spans of low..high but the last, or None
+    when the keys are too sparse for equal spans to hold about equal numbers of rows."""
+    span = high - low + 1
+    if span > DENSE_ENOUGH * rows:
+        return None
+    step = math.ceil(span / chunks)
+    return [(str(low + i * step - 1),) for i in range(1, chunks) if low + i * step <= high]
 
 
 def refuse_null_keys(label: str, counts: dict[str, int]) -> None:

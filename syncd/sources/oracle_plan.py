@@ -19,11 +19,10 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from syncd.sources import Position
+from syncd.sources import Position, even_spans
 from syncd.sources.oracle_describe import Described
 from syncd.sources.oracle_sql import as_read, extent_sql, loaded_rows, tiles_sql
 from syncd.sources.oracle_types import position_text
-from syncd.sources.postgres_plan import DENSE_ENOUGH
 
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 
@@ -60,22 +59,12 @@ async def split_keys(
         return []
     if span:
         low, high = (int(value) for value in extent)
-        spans = _even_spans(low, high, rows, chunks)
+        spans = even_spans(low, high, rows, chunks)
         if spans is not None:
             return spans
     selected = [as_read(keys, column) for column in keys.order]
     tiles = await query(tiles_sql(keys, chunks, loaded_rows(keys, scn), selected))
     return [tuple(position_text(value) for value in tile) for tile in tiles[:-1]]
-
-
-def _even_spans(low: int, high: int, rows: int, chunks: int) -> list[Position] | None:
-    """The ends of ``chunks`` equal spans of low..high, or None when the keys are too
-    sparse for equal spans to hold about equal numbers of rows."""
-    span = high - low + 1
-    if span > DENSE_ENOUGH * rows:
-        return None
-    step = math.ceil(span / chunks)
-    return [(str(low + i * step - 1),) for i in range(1, chunks) if low + i * step <= high]
 
 
 def _is_integer(pg_type: str) -> bool:

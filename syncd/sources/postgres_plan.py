@@ -1,7 +1,7 @@
 """Splitting a PostgreSQL source's keys into ranges for a parallel load.
 
 A single integer key that fills its range densely is cut arithmetically between
-its minimum and maximum, which costs one index scan. Any other key (text,
+its minimum and maximum, a look at each end of its index. Any other key (text,
 composite, or an integer with gaps so wide that equal spans would hold very
 unequal numbers of rows) is cut at quantiles: NTILE over the key order, one sort.
 Every statement runs in the load's snapshot, so the ranges describe exactly the
@@ -15,11 +15,9 @@ import math
 import asyncpg
 
 from syncd.identifiers import quote_ident
-from syncd.sources import Position
+from syncd.sources import Position, even_spans
 
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
-DENSE_ENOUGH = 4
-"""An integer key spanning at most this many values per row is cut by min/max."""
 
 
 async def split_keys(
@@ -51,11 +49,9 @@ async def split_keys(
         rows = rows or row[2]
         if low is None or not rows:
             return []
-        chunks = math.ceil(rows / rows_per_chunk)
-        span = high - low + 1
-        if span <= DENSE_ENOUGH * rows:
-            step = math.ceil(span / chunks)
-            return [(str(low + i * step - 1),) for i in range(1, chunks) if low + i * step <= high]
+        spans = even_spans(low, high, rows, math.ceil(rows / rows_per_chunk))
+        if spans is not None:
+            return spans
     elif not rows:
         rows = await conn.fetchval(f"SELECT count(*) FROM {relation} WHERE {where}")
     chunks = math.ceil(rows / rows_per_chunk)
