@@ -18,6 +18,10 @@ from syncd.sources.oracle_sql import (
     newest_sql,
     tiles_sql,
 )
+from tests.oracle_checks import (
+    assert_every_order_term_states_its_nulls,
+    assert_sqlglot_prints_it_back,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 SCHEMA: dict[str, object] = {
@@ -66,18 +70,12 @@ def test_each_statement_is_its_golden_text(name: str) -> None:
 
 @pytest.mark.parametrize("name", STATEMENTS)
 def test_each_statement_is_oracle_that_sqlglot_prints_back(name: str) -> None:
-    sql = STATEMENTS[name]
-    printed = sqlglot.parse_one(sql, read="oracle").sql(dialect="oracle")
-    # sqlglot leaves out the NULL ordering that is Oracle's default; the statement states it.
-    stated = sql.replace(" ASC NULLS LAST", " ASC").replace(" DESC NULLS FIRST", " DESC")
-    assert printed == stated
+    assert_sqlglot_prints_it_back(STATEMENTS[name])
 
 
 @pytest.mark.parametrize("name", STATEMENTS)
 def test_every_order_term_states_its_nulls(name: str) -> None:
-    sql = STATEMENTS[name]
-    terms = list(sqlglot.parse_one(sql, read="oracle").find_all(sqlglot.exp.Ordered))
-    assert sql.count(" ASC NULLS LAST") + sql.count(" DESC NULLS FIRST") == len(terms)
+    assert_every_order_term_states_its_nulls(STATEMENTS[name])
 
 
 @pytest.mark.parametrize("name", STATEMENTS)

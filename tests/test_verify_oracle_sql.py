@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import sqlglot
 
 from syncd import pg
 from syncd.sources.oracle_sql import Relation
@@ -26,6 +25,10 @@ from syncd.verify.oracle import (
     rows_sql,
 )
 from syncd.verify.postgres import canonical_sql
+from tests.oracle_checks import (
+    assert_every_order_term_states_its_nulls,
+    assert_sqlglot_prints_it_back,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 KEYS = Relation(table='"CRM"."LINES"', select=(), order=('"REGION"', '"LINE_NO"'), cursor=None)
@@ -63,18 +66,12 @@ def test_each_statement_is_its_golden_text(name: str) -> None:
 
 @pytest.mark.parametrize("name", STATEMENTS)
 def test_each_statement_is_oracle_that_sqlglot_prints_back(name: str) -> None:
-    sql = STATEMENTS[name]
-    printed = sqlglot.parse_one(sql, read="oracle").sql(dialect="oracle")
-    # sqlglot leaves out the NULL ordering that is Oracle's default; the statement states it.
-    stated = sql.replace(" ASC NULLS LAST", " ASC").replace(" DESC NULLS FIRST", " DESC")
-    assert printed == stated
+    assert_sqlglot_prints_it_back(STATEMENTS[name])
 
 
 @pytest.mark.parametrize("name", STATEMENTS)
 def test_every_order_term_states_its_nulls(name: str) -> None:
-    terms = list(sqlglot.parse_one(STATEMENTS[name], read="oracle").find_all(sqlglot.exp.Ordered))
-    sql = STATEMENTS[name]
-    assert sql.count(" ASC NULLS LAST") + sql.count(" DESC NULLS FIRST") == len(terms)
+    assert_every_order_term_states_its_nulls(STATEMENTS[name])
 
 
 def test_oracle_s_leading_point_is_given_its_zero() -> None:
