@@ -98,14 +98,9 @@ async def test_a_stream_tells_each_run_change_and_batch_and_ends_with_the_daemon
         await daemon.stop()
 
 
-async def test_a_parallel_load_streams_each_chunk_claimed_and_committed_with_the_load_s_progress(
-    conn: asyncpg.Connection, make_config, tmp_path: Path
-) -> None:
-    await create_items(conn, 3000)
-    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
-    loaded = ITEMS | {"chunk_rows": 300, "parallel": 2, "batch_size": 100}
-    _, path = make_config({"items": loaded}, api={"host": "127.0.0.1", "port": 0})
-    daemon = Daemon(path, tmp_path)
+async def _stream_of_one_run(daemon: Daemon, sync_name: str) -> tuple[Recording, Any]:
+    """The daemon's stream, recorded while one run started over HTTP goes to its end;
+    then the daemon stops, cleanly; the start's answer comes back with the stream."""
     await daemon.start()
     try:
         await daemon.wait_ready()
@@ -114,12 +109,24 @@ async def test_a_parallel_load_streams_each_chunk_claimed_and_committed_with_the
             try:
                 status, finished = await daemon.request("POST", "/api/batch-sync/start-sync")
                 assert status == 200, finished
-                await recording.until(lambda: recording.finished("items"))
+                await recording.until(lambda: recording.finished(sync_name))
             finally:
                 recording.stop()
         assert await daemon.stop() == 0
     finally:
         await daemon.stop()
+    return recording, finished
+
+
+async def test_a_parallel_load_streams_each_chunk_claimed_and_committed_with_the_load_s_progress(
+    conn: asyncpg.Connection, make_config, tmp_path: Path
+) -> None:
+    await create_items(conn, 3000)
+    await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
+    loaded = ITEMS | {"chunk_rows": 300, "parallel": 2, "batch_size": 100}
+    _, path = make_config({"items": loaded}, api={"host": "127.0.0.1", "port": 0})
+    daemon = Daemon(path, tmp_path)
+    recording, finished = await _stream_of_one_run(daemon, "items")
 
     for name, data in recording.raw:
         check_event(name, data)
@@ -159,19 +166,7 @@ async def test_a_chunk_taken_over_from_a_worker_whose_lease_ran_out_is_streamed_
     assert gone is not None and gone.chunk == 0
     await asyncio.sleep(0.2)  # its lease runs out
     daemon = Daemon(path, tmp_path)
-    await daemon.start()
-    try:
-        await daemon.wait_ready()
-        async with aiohttp.ClientSession() as session, session.get(daemon.url + EVENTS) as stream:
-            recording = Recording(stream)
-            try:
-                status, finished = await daemon.request("POST", "/api/batch-sync/start-sync")
-                assert status == 200, finished
-                await recording.until(lambda: recording.finished("items"))
-            finally:
-                recording.stop()
-    finally:
-        await daemon.stop()
+    recording, _ = await _stream_of_one_run(daemon, "items")
 
     for name, data in recording.raw:
         check_event(name, data)
