@@ -1,10 +1,11 @@
 """A PostgreSQL source: keyset reads that stream binary COPY bytes without decoding them.
 
-Each batch is two statements in one read-only snapshot. The first finds where
-the batch ends, walking only the (cursor, key) columns and the size of each
-row; the second copies every row up to that bound in binary, streamed to the
-target while it is read. The end position is then known before a single row
-is decoded, and rows never pass through Python objects.
+Each batch is read in one read-only snapshot. First its end: the last of its rows
+by the (cursor, key) index, and the size of the rows up to it, which says whether
+they fit ``batch_bytes`` (rows that do not are cut where the limit is reached).
+Then every row up to that end is copied in binary, streamed to the target while
+it is read. The end position is known before a single row is decoded, and rows
+never pass through Python objects.
 
 Every statement carries plain range predicates on the leading order column
 next to its row comparison: the planner has statistics for those, none for
