@@ -101,7 +101,9 @@ class Engine:
         engine = Engine(
             self.config, observer=observer, stop=self.stop, connections=self.connections
         )
-        own = RunRequest(request.sync_name, request.trigger, request.batch_size, part=part)
+        own = RunRequest(
+            request.sync_name, request.trigger, request.batch_size, run_id=request.run_id, part=part
+        )
         return await engine.run(own)
 
 
@@ -146,9 +148,10 @@ class _Run:
             finally:
                 # Told after the record, as run_finished is: whoever reads the log and then
                 # the runs table finds the run ended there too.
-                if failure is not None:
+                if failure is not None and self.request.part is None:
                     log.error("run_failed", error=result.error, exc_info=failure)
-        if result.status == "succeeded":
+        # A part is its run's: the run that leads or helps the load tells how that ended.
+        if result.status == "succeeded" and self.request.part is None:
             log.info(
                 "run_finished",
                 rows_read=result.rows_read,

@@ -8,6 +8,8 @@ import signal
 
 import asyncpg
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from syncd.chunks import ChunkStore, Fenced
 from syncd.config import SyncConfig
@@ -119,9 +121,16 @@ async def test_a_parallel_load_copies_everything_and_reads_on_from_its_cursor_va
     await conn.execute("ANALYZE src.items")  # the estimate that decides on a parallel load
     config, _ = make_config({"items": ITEMS | {"chunk_rows": 600, "parallel": 3}})
 
-    result = await run_sync(config, "items", batch_size=250)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        result = await run_sync(config, "items", batch_size=250)
 
     assert result.status == "succeeded", result.error
+    # The load is one run in the log, as in the runs table: its chunks' batches are that
+    # run's, and it ends once, not once per chunk.
+    assert [e["run_id"] for e in logs if e["event"] == "run_finished"] == [result.run_id]
+    batches = [e for e in logs if e["event"] == "batch_committed"]
+    assert len(batches) >= 20
+    assert {e["run_id"] for e in batches} == {result.run_id}
     # The chunks, then the rows at the load's cursor value again: here, the newest one.
     assert (result.rows_read, result.rows_written) == (5001, 5000)
     assert await fingerprint(conn, "public.items") == await fingerprint(conn, "src.items")
