@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
 
 STREAM_CHUNKS = 4
 """COPY chunks a stream holds at once: what bounds a streamed batch's memory."""
+
+
+@asynccontextmanager
+async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """A TaskGroup whose failure is raised as the first failed task's own error: that
+    says what went wrong (a grant, a NUL in a row…), where the group around it says
+    only that a task failed."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 async def receive(queue: asyncio.Queue[Item], producer: asyncio.Future[Any]) -> Item | None:

@@ -21,6 +21,7 @@ import structlog
 
 from syncd.chunks import ChunkStore, Claim, Fenced, Load, instance
 from syncd.config import SyncConfig
+from syncd.handoff import task_group
 from syncd.parts import Part
 from syncd.pg import Conn
 from syncd.runs import BatchReport, ChunkReport, ChunkState, RunObserver, RunResult
@@ -101,14 +102,9 @@ class ParallelLoad:
     async def work(self, load: Load, direct: bool) -> None:
         """Claim and read chunks with ``parallel`` workers until none is left undone, or
         until asked to stop."""
-        try:
-            async with asyncio.TaskGroup() as workers:
-                for number in range(self._sync.parallel):
-                    workers.create_task(self._worker(load, direct), name=f"syncd-chunk-{number}")
-        except BaseExceptionGroup as failed:
-            # Raised as itself, a worker's failure says what went wrong (a grant, a NUL in
-            # a row…); the group around it said only that a task had failed.
-            raise failed.exceptions[0] from None
+        async with task_group() as workers:
+            for number in range(self._sync.parallel):
+                workers.create_task(self._worker(load, direct), name=f"syncd-chunk-{number}")
 
     async def finish(self, load: Load, run_id: str) -> None:
         """Every chunk is done: the sync reads on from the load's cursor value, and the run

@@ -10,11 +10,11 @@ cost one scan in each database and no rows on the wire.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from syncd.handoff import task_group
 from syncd.verify.sides import Checksum, Key, Segment, Side
 
 A = TypeVar("A")
@@ -44,12 +44,9 @@ class Search:
 async def side_by_side(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     """Both answers, asked at once; if either fails, the other is cancelled and the
     failure raised as itself."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            one = group.create_task(_awaited(first))
-            two = group.create_task(_awaited(second))
-    except BaseExceptionGroup as group_error:
-        raise group_error.exceptions[0] from None
+    async with task_group() as group:
+        one = group.create_task(_awaited(first))
+        two = group.create_task(_awaited(second))
     return one.result(), two.result()
 
 
