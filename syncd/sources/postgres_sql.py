@@ -10,7 +10,9 @@ def batch_last_row_sql(relation: str, order: tuple[str, ...], where: str, rows: 
     """Where the next batch ends by its rows alone, and whether it is full: the
     ``rows``-th row if there is one, else the last row there is.
 
-    Both read the index alone; the second runs only when the first finds nothing.
+    Both walk the order's index (from it alone where the visibility map allows and the
+    conditions name only indexed columns); the second runs only when the first finds
+    nothing.
     """
     texts = ", ".join(f"{quote_ident(c)}::text" for c in order)
     # Qualified: the select list's text casts carry the same names, and ORDER BY would
